@@ -1,0 +1,3 @@
+"""celery-exporter: a Prometheus exporter for Celery."""
+
+__version__ = "0.1.0"

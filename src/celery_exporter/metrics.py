@@ -1,0 +1,312 @@
+"""The metric catalogue: every metric's name, type, help text and labels, in one place.
+
+Collectors build families from these specs at scrape time; the README's metric table is kept in
+step with this module by a test. Names are given without the prefix: `--metric-prefix`
+(default `celery_`) is put in front of every one of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+Kind = Literal["counter", "gauge", "histogram", "info"]
+
+# Label values the exporter makes up itself; documented in the README.
+UNKNOWN = "unknown"  # a task name or exception class that the events did not tell us
+OVERFLOW = "__overflow__"  # every value past a cardinality cap is folded into this one
+
+DEFAULT_PREFIX = "celery_"
+
+DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, math.inf,
+)  # fmt: skip
+DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, math.inf,
+)  # fmt: skip
+
+TASK_LABELS = ("name", "hostname", "queue_name")
+WORKER_LABELS = ("hostname", "worker")
+QUEUE_LABELS = ("queue_name",)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family. `name` has no prefix; for counters it has no `_total` either."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    # True for the names kept from danihodovic/celery-exporter so its dashboards keep working,
+    # even where they break today's naming rules (no unit suffix, `_count` on a gauge).
+    compat: bool = False
+
+    def exposed_name(self, prefix: str) -> str:
+        """The name as it appears in the exposition (counters gain `_total` there)."""
+        suffix = "_total" if self.kind == "counter" else ""
+        return f"{prefix}{self.name}{suffix}"
+
+
+def _task_counter(event: str, labels: tuple[str, ...] = TASK_LABELS) -> MetricSpec:
+    return MetricSpec(
+        f"task_{event}",
+        "counter",
+        f"Tasks with a task-{event} event. Source: Celery event stream.",
+        labels,
+        compat=True,
+    )
+
+
+CATALOGUE: tuple[MetricSpec, ...] = (
+    # --- task metrics, from the event stream (drop-in names) ---
+    _task_counter("sent"),
+    _task_counter("received"),
+    _task_counter("started"),
+    _task_counter("succeeded"),
+    _task_counter("failed", ("name", "hostname", "exception", "queue_name")),
+    _task_counter("rejected"),
+    _task_counter("revoked"),
+    _task_counter("retried"),
+    MetricSpec(
+        "task_runtime",
+        "histogram",
+        "Seconds a succeeded task ran in the pool (task-succeeded runtime).",
+        TASK_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "task_queue_wait_time",
+        "histogram",
+        "Seconds from task-sent (or the ETA, if later) to task-started; needs task-sent events.",
+        TASK_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "task_failed_runtime_seconds",
+        "histogram",
+        "Seconds a failed task ran, task-started to task-failed on the worker's own clock.",
+        TASK_LABELS,
+    ),
+    # --- worker metrics, from heartbeats ---
+    MetricSpec(
+        "worker_up",
+        "gauge",
+        "1 if the worker sent a heartbeat within --worker-timeout seconds, else 0.",
+        WORKER_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "worker_tasks_active",
+        "gauge",
+        "Tasks the worker is executing, from its last heartbeat.",
+        WORKER_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "worker_last_heartbeat_timestamp_seconds",
+        "gauge",
+        "Unix time (exporter clock) at which the worker's last heartbeat arrived.",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_tasks_processed",
+        "counter",
+        "Tasks the worker has processed since it started, from its heartbeats.",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_loadavg",
+        "gauge",
+        "System load average of the worker's host over `period`, from its heartbeats.",
+        (*WORKER_LABELS, "period"),
+    ),
+    MetricSpec(
+        "worker_task_events_enabled",
+        "gauge",
+        "1 if the worker sends task events, 0 if it processes tasks without sending them "
+        "(start it with -E). Absent until known.",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_concurrency",
+        "gauge",
+        "Pool size (max concurrency) of the worker, from inspect stats.",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_cpu_seconds",
+        "counter",
+        "CPU seconds used by the worker's main process and reaped children, by mode "
+        "(user|system), from inspect stats rusage.",
+        (*WORKER_LABELS, "mode"),
+    ),
+    MetricSpec(
+        "worker_max_rss_bytes",
+        "gauge",
+        "Peak resident set size of the worker in bytes, from inspect stats rusage.",
+        WORKER_LABELS,
+    ),
+    # --- queue metrics, from the broker poll and inspect (drop-in names) ---
+    MetricSpec(
+        "queue_length",
+        "gauge",
+        "Messages ready in the queue (all priority sub-queues), from the broker poll.",
+        QUEUE_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "queue_unacked_messages",
+        "gauge",
+        "Messages delivered to workers but not yet acknowledged (not in queue_length), "
+        "from the broker poll.",
+        QUEUE_LABELS,
+    ),
+    MetricSpec(
+        "active_consumer_count",
+        "gauge",
+        "Consumers of the queue, from the broker (RabbitMQ) or the workers' active_queues.",
+        QUEUE_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "active_worker_count",
+        "gauge",
+        "Workers consuming the queue, from inspect active_queues.",
+        QUEUE_LABELS,
+        compat=True,
+    ),
+    MetricSpec(
+        "active_process_count",
+        "gauge",
+        "Pool processes of the workers consuming the queue, from inspect stats.",
+        QUEUE_LABELS,
+        compat=True,
+    ),
+    # --- the exporter's own health ---
+    MetricSpec(
+        "exporter_build_info",
+        "gauge",
+        "Always 1; labels give the exporter, Celery and Python versions.",
+        ("version", "celery_version", "python_version"),
+    ),
+    MetricSpec(
+        "exporter_broker_up",
+        "gauge",
+        "1 if the event consumer is connected to the broker, else 0.",
+    ),
+    MetricSpec(
+        "exporter_events",
+        "counter",
+        "Celery events received, by event type.",
+        ("event",),
+    ),
+    MetricSpec(
+        "exporter_event_errors",
+        "counter",
+        "Events or messages that could not be used and were skipped, by reason.",
+        ("reason",),
+    ),
+    MetricSpec(
+        "exporter_broker_reconnects",
+        "counter",
+        "Times the event consumer reconnected to the broker after losing it.",
+    ),
+    MetricSpec(
+        "exporter_last_event_timestamp_seconds",
+        "gauge",
+        "Unix time (exporter clock) at which the last event arrived.",
+    ),
+    MetricSpec(
+        "exporter_tracked_tasks",
+        "gauge",
+        "Tasks held in the in-flight task table (bounded by --max-tracked-tasks).",
+    ),
+    MetricSpec(
+        "exporter_cardinality_overflow",
+        "counter",
+        "Events whose task name or worker was folded into the __overflow__ label value "
+        "because a cardinality cap was reached, by label.",
+        ("label",),
+    ),
+    MetricSpec(
+        "exporter_queue_poll_success",
+        "gauge",
+        "1 if the last broker queue poll succeeded, else 0.",
+    ),
+    MetricSpec(
+        "exporter_queue_poll_duration_seconds",
+        "gauge",
+        "Seconds the last broker queue poll took.",
+    ),
+    MetricSpec(
+        "exporter_queue_poll_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful broker queue poll.",
+    ),
+    MetricSpec(
+        "exporter_queue_length_supported",
+        "gauge",
+        "1 if the broker transport can report queue lengths, else 0.",
+    ),
+    MetricSpec(
+        "exporter_inspect_success",
+        "gauge",
+        "1 if the last inspect round (active_queues, stats) got an answer, else 0.",
+    ),
+    MetricSpec(
+        "exporter_inspect_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last inspect round that got an answer.",
+    ),
+    MetricSpec(
+        "exporter_http_requests",
+        "counter",
+        "HTTP requests served, by handler and status code.",
+        ("handler", "code"),
+    ),
+)
+
+SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOGUE}
+
+
+class FamilyFactory:
+    """Builds metric families from specs with the configured prefix and static labels."""
+
+    def __init__(
+        self,
+        prefix: str = DEFAULT_PREFIX,
+        static_labels: Sequence[tuple[str, str]] = (),
+        disabled: Iterable[str] = (),
+    ) -> None:
+        self.prefix = prefix
+        self.static_names = tuple(name for name, _ in static_labels)
+        self.static_values = tuple(value for _, value in static_labels)
+        self.disabled = frozenset(disabled)
+
+    def enabled(self, name: str) -> bool:
+        return name not in self.disabled
+
+    def new(self, name: str) -> Metric:
+        """An empty family for the spec called `name` (prefix-less, without `_total`)."""
+        spec = SPECS[name]
+        full = f"{self.prefix}{spec.name}"
+        labels = [*spec.labels, *self.static_names]
+        if spec.kind == "counter":
+            return CounterMetricFamily(full, spec.help, labels=labels)
+        if spec.kind == "histogram":
+            return HistogramMetricFamily(full, spec.help, labels=labels)
+        return GaugeMetricFamily(full, spec.help, labels=labels)
+
+    def labels(self, values: Sequence[str]) -> list[str]:
+        """Label values with the static labels' values appended, in family order."""
+        return [*values, *self.static_values]
