@@ -1,0 +1,6 @@
+"""`python -m celery_exporter`."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Composition root: build the parts from a Config, start the threads, stop them in order.
+
+Threads: the event consumer (the only writer of the tracker), the broker poller, and the HTTP
+server. The main thread waits for SIGTERM/SIGINT and then shuts down: HTTP first (no scrape
+sees a half-stopped exporter), then the consumer and the poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from celery import Celery
+from prometheus_client import disable_created_metrics
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from .collectors import ExporterCollector, ExporterHealth, TrackerCollector
+from .config import Config, ConfigError
+from .consumer import EventConsumer
+from .metrics import FamilyFactory
+from .poll_collector import PollCollector
+from .poller import QueuePoller
+from .tracker import Tracker
+from .web import MetricsApp, build_server
+from .webconfig import WebConfig, load_web_config
+
+log = logging.getLogger(__name__)
+
+SSL_CERT_REQS = {
+    "CERT_NONE": ssl.CERT_NONE,
+    "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
+    "CERT_REQUIRED": ssl.CERT_REQUIRED,
+}
+
+
+class StartupError(Exception):
+    """The exporter cannot start (e.g. the port is in use); one line for the operator."""
+
+
+def build_celery_app(config: Config) -> Celery:
+    app = Celery("celery-exporter", set_as_current=False)
+    ssl_options: dict[str, Any] = dict(config.broker_ssl_options)
+    for key in ("cert_reqs", "ssl_cert_reqs"):
+        if isinstance(ssl_options.get(key), str):
+            ssl_options[key] = SSL_CERT_REQS.get(ssl_options[key].upper(), ssl_options[key])
+    app.conf.update(
+        broker_url=config.broker_url,
+        broker_transport_options=config.broker_transport_options,
+        broker_use_ssl=ssl_options or None,
+        broker_connection_timeout=config.broker_timeout,
+        broker_connection_retry_on_startup=False,
+        worker_hijack_root_logger=False,
+    )
+    if config.accept_content:
+        app.conf.accept_content = list(config.accept_content)
+    try:
+        # Load the transport now, so a missing client library is a one-line start-up error
+        # rather than a traceback in the event thread.
+        app.connection_for_read().transport  # noqa: B018
+    except (ImportError, KeyError, ValueError) as exc:
+        raise ConfigError(f"--broker-url: transport not usable: {exc}") from None
+    return app
+
+
+class Exporter:
+    """The running exporter; `run()` blocks until stop() or a signal."""
+
+    def __init__(self, config: Config, web_config: WebConfig | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        disable_created_metrics()  # halves the exposition of our own counters; users asked
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.celery_app = build_celery_app(config)
+        self.health = ExporterHealth()
+        self.poller = QueuePoller(config, self.celery_app, clock=time.time)
+        self.tracker = Tracker(config, clock=time.time, worker_queues=self.poller.worker_queues)
+        factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
+        self.registry.register(
+            TrackerCollector(
+                self.tracker, factory, config.runtime_buckets, config.queue_wait_buckets
+            )
+        )
+        self.registry.register(ExporterCollector(self.health, factory))
+        self.registry.register(PollCollector(self.poller, factory))
+        web_config = web_config or load_web_config(config.web_config_file)
+        app = MetricsApp(
+            self.registry,
+            self.health,
+            web_config,
+            config.redacted_broker_url,
+            config.web_health_without_auth,
+        )
+        try:
+            self.server = build_server(config.host, config.port, app, web_config)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
+        self.consumer = EventConsumer(
+            self.celery_app, self.tracker, self.health, config.retry_interval
+        )
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for name, target in (
+            ("http", self.server.serve_forever),
+            ("events", lambda: self.consumer.run(self.stop_event)),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.poller.start()
+        scheme = "https" if self.server.socket.__class__.__name__ == "SSLSocket" else "http"
+        log.info(
+            "serving metrics on %s://%s:%d/metrics", scheme, self.config.host, self.config.port
+        )
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        self.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self.stop_event.wait()
+        self.shutdown()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.poller.stop(timeout=2.0)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        log.info("stopped")

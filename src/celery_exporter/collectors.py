@@ -1,0 +1,166 @@
+"""Custom collectors: turn a tracker snapshot and the exporter's health into metric families.
+
+Built at scrape time from copies, so a scrape never waits on the broker and never holds the
+tracker's lock while formatting.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import celery
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from . import __version__
+from .metrics import FamilyFactory
+from .series import Labels
+from .tracker import Tracker
+
+LOADAVG_PERIODS = ("1m", "5m", "15m")
+
+
+class TrackerCollector(Collector):
+    """Task, worker and event-stream metrics from the tracker."""
+
+    def __init__(self, tracker: Tracker, factory: FamilyFactory, runtime_buckets: tuple[float, ...],
+                 queue_wait_buckets: tuple[float, ...]) -> None:  # fmt: skip
+        self._tracker = tracker
+        self._factory = factory
+        self._runtime_le = [floatToGoString(b) for b in runtime_buckets]
+        self._queue_wait_le = [floatToGoString(b) for b in queue_wait_buckets]
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registration does no work; names are checked by the tests instead
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._tracker.snapshot()
+        f = self._factory
+        for kind, counts in snap.task_counts.items():
+            yield from self._counter(f"task_{kind}", counts)
+        for name, table, les in (
+            ("task_runtime", snap.runtime, self._runtime_le),
+            ("task_queue_wait_time", snap.queue_wait, self._queue_wait_le),
+            ("task_failed_runtime_seconds", snap.failed_runtime, self._runtime_le),
+        ):
+            yield from self._histogram(name, table, les)
+        yield from self._workers(snap.workers)
+        yield from self._counter("exporter_events", {(k,): v for k, v in snap.events.items()})
+        yield from self._counter("exporter_event_errors", {(k,): v for k, v in snap.errors.items()})
+        yield from self._counter(
+            "exporter_cardinality_overflow", {(k,): v for k, v in snap.overflow.items()}
+        )
+        if f.enabled("exporter_last_event_timestamp_seconds") and snap.last_event is not None:
+            family = f.new("exporter_last_event_timestamp_seconds")
+            family.add_metric(f.labels(()), snap.last_event)
+            yield family
+        if f.enabled("exporter_tracked_tasks"):
+            family = f.new("exporter_tracked_tasks")
+            family.add_metric(f.labels(()), snap.tracked_tasks)
+            yield family
+
+    def _counter(self, name: str, counts: dict[Labels, int]) -> Iterator[Metric]:
+        if not self._factory.enabled(name):
+            return
+        family = self._factory.new(name)
+        for labels, value in counts.items():
+            family.add_metric(self._factory.labels(labels), value)
+        yield family
+
+    def _histogram(
+        self, name: str, table: dict[Labels, list[float]], les: list[str]
+    ) -> Iterator[Metric]:
+        if not self._factory.enabled(name):
+            return
+        family = self._factory.new(name)
+        for labels, row in table.items():
+            cumulative, buckets = 0.0, []
+            for le, count in zip(les, row):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(self._factory.labels(labels), buckets, row[-1])
+        yield family
+
+    def _workers(self, workers: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+        f = self._factory
+        gauges = {
+            name: f.new(name)
+            for name in (
+                "worker_up",
+                "worker_tasks_active",
+                "worker_last_heartbeat_timestamp_seconds",
+                "worker_tasks_processed",
+                "worker_loadavg",
+                "worker_task_events_enabled",
+            )
+            if f.enabled(name)
+        }
+        for w in workers:
+            labels = f.labels((w.hostname, w.worker))
+            values = {
+                "worker_up": 1.0 if w.up else 0.0,
+                "worker_tasks_active": w.active if w.up else 0,
+                "worker_last_heartbeat_timestamp_seconds": w.last_heartbeat,
+                "worker_tasks_processed": w.processed,
+                "worker_task_events_enabled": (
+                    None if w.task_events_enabled is None else float(w.task_events_enabled)
+                ),
+            }
+            for name, value in values.items():
+                if name in gauges and value is not None:
+                    gauges[name].add_metric(labels, value)
+            if "worker_loadavg" in gauges and w.loadavg is not None:
+                for period, load in zip(LOADAVG_PERIODS, w.loadavg):
+                    gauges["worker_loadavg"].add_metric(
+                        f.labels((w.hostname, w.worker, period)), load
+                    )
+        yield from gauges.values()
+
+
+@dataclass
+class ExporterHealth:
+    """The exporter's own state, written by the consumer and web threads, read by scrapes."""
+
+    broker_up: bool = False
+    reconnects: int = 0
+    http_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_request(self, handler: str, code: int) -> None:
+        with self.lock:
+            self.http_requests[(handler, str(code))] += 1
+
+
+class ExporterCollector(Collector):
+    """Build info, broker connection state, reconnects and HTTP requests."""
+
+    def __init__(self, health: ExporterHealth, factory: FamilyFactory) -> None:
+        self._health = health
+        self._factory = factory
+        self._build = (__version__, celery.__version__, platform.python_version())
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        f, health = self._factory, self._health
+        with health.lock:
+            requests = dict(health.http_requests)
+        values: list[tuple[str, Labels, float]] = [
+            ("exporter_build_info", self._build, 1.0),
+            ("exporter_broker_up", (), 1.0 if health.broker_up else 0.0),
+            ("exporter_broker_reconnects", (), float(health.reconnects)),
+        ]
+        values += [("exporter_http_requests", key, float(n)) for key, n in requests.items()]
+        families: dict[str, Metric] = {}
+        for name, labels, value in values:
+            if not f.enabled(name):
+                continue
+            family = families.get(name) or families.setdefault(name, f.new(name))
+            family.add_metric(f.labels(labels), value)
+        yield from families.values()

@@ -1,0 +1,171 @@
+"""The event thread: connect to the broker, consume the event stream, reconnect forever.
+
+Owns the hot path up to the tracker: one message is decoded (plain json.loads for JSON, which
+is what Celery sends, kombu's decoder otherwise) and handed over. No celery.events.State and no
+timestamp localisation: the metrics need neither. A broker outage is data (broker_up 0) and is
+logged once when it starts and once when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from celery.events.event import get_exchange
+from kombu import Connection, Queue
+from kombu.message import Message
+
+from .collectors import ExporterHealth
+from .config import redact_url
+from .tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+EXPIRE_EVERY = 5.0  # seconds between purges of dead workers
+HEARTBEAT_CHECK_EVERY = 1.0
+
+
+class Backoff:
+    """Capped exponential delays with jitter: base, 2x base, 4x base... up to MAX_BACKOFF."""
+
+    def __init__(self, base: float, rand: Callable[[], float] = random.random) -> None:
+        self.base = base
+        self.attempt = 0
+        self._rand = rand
+
+    def next_delay(self) -> float:
+        delay = min(MAX_BACKOFF, self.base * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 32)
+        return delay * (0.8 + 0.4 * self._rand())  # spread reconnects of many exporters
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        app: Celery,
+        tracker: Tracker,
+        health: ExporterHealth,
+        retry_interval: float,
+    ) -> None:
+        self._app = app
+        self._tracker = tracker
+        self._health = health
+        self._backoff = Backoff(retry_interval)
+        self._secrets = _passwords(str(app.conf.broker_url))
+        self._ever_connected = False
+        self._lost_at: float | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; never raises for broker trouble."""
+        while not stop.is_set():
+            conn: Connection = self._app.connection_for_read()
+            errors = (*conn.connection_errors, *conn.channel_errors, OSError)
+            try:
+                with conn:
+                    conn.ensure_connection(max_retries=1)
+                    self._consume(conn, stop)
+            except errors as exc:
+                self._went_down(exc)
+                stop.wait(self._backoff.next_delay())
+
+    def _consume(self, conn: Connection, stop: threading.Event) -> None:
+        queue = Queue(
+            f"{self._app.conf.event_queue_prefix}.{uuid.uuid4()}",
+            exchange=get_exchange(conn, name=self._app.conf.event_exchange),
+            routing_key="#",
+            auto_delete=True,
+            durable=False,
+            message_ttl=self._app.conf.event_queue_ttl,
+            expires=self._app.conf.event_queue_expires,
+        )
+        with conn.Consumer(
+            queues=[queue],
+            on_message=self._on_message,
+            on_decode_error=self._on_decode_error,
+            no_ack=True,
+        ):
+            self._came_up()
+            # Ask every worker for a heartbeat now, so workers show up without waiting 2 s.
+            self._app.control.broadcast("heartbeat", connection=conn)
+            last_expire = last_heartbeat_check = time.monotonic()
+            while not stop.is_set():
+                try:
+                    conn.drain_events(timeout=1.0)
+                except socket.timeout:
+                    pass
+                now = time.monotonic()
+                if now - last_heartbeat_check >= HEARTBEAT_CHECK_EVERY:
+                    conn.heartbeat_check()
+                    last_heartbeat_check = now
+                if now - last_expire >= EXPIRE_EVERY:
+                    self._tracker.expire()
+                    last_expire = now
+
+    def _on_message(self, message: Message) -> None:
+        body: Any
+        try:
+            if message.content_type == "application/json":
+                body = json.loads(message.body)
+            else:
+                body = message.decode()  # honours --accept-content
+        except Exception:  # the guard around one message: count it and go on
+            self._tracker.record_error("undecodable")
+            return
+        self._tracker.record_message(body)
+
+    def _on_decode_error(self, message: Message, exc: Exception) -> None:
+        self._tracker.record_error("undecodable")
+
+    def _came_up(self) -> None:
+        self._health.broker_up = True
+        self._backoff.reset()
+        if not self._ever_connected:
+            log.info("connected to broker %s", redact_url(str(self._app.conf.broker_url)))
+        else:
+            self._health.reconnects += 1
+            down_for = time.monotonic() - (self._lost_at or time.monotonic())
+            log.info("reconnected to broker after %.1fs", down_for)
+        self._ever_connected = True
+        self._lost_at = None
+
+    def _went_down(self, exc: BaseException) -> None:
+        self._health.broker_up = False
+        reason = self._scrub(f"{type(exc).__name__}: {exc}")
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            what = "lost connection to" if self._ever_connected else "cannot connect to"
+            log.warning("%s broker (%s); retrying until it answers", what, reason)
+        else:
+            log.debug("broker still unreachable: %s", reason)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _passwords(url: str) -> list[str]:
+    """Every password in a (possibly `;`-separated) broker URL, to scrub from error text."""
+    from urllib.parse import unquote, urlsplit
+
+    found = []
+    for part in url.split(";"):
+        try:
+            password = urlsplit(part).password
+        except ValueError:
+            continue
+        if password:
+            found += [password, unquote(password)]
+    return found

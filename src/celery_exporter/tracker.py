@@ -1,0 +1,306 @@
+"""Cluster state built from Celery events: the only writer of what the metrics report.
+
+Pure code, no I/O; the clock is injected. The event thread calls record_message(); scrapes call
+snapshot(), which copies the tables under the same short lock. Memory is bounded by
+(task names x hosts x queues) plus a fixed-size table of in-flight tasks, never by tasks seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .events import (
+    BadEvent,
+    duration,
+    eta_timestamp,
+    exception_class,
+    host_of,
+    label_text,
+    timestamp_of,
+)
+from .metrics import UNKNOWN
+from .series import HistogramTable, LabelCap, Labels
+from .workers import WorkerTable, WorkerView
+
+log = logging.getLogger(__name__)
+
+GENERIC_HOSTNAME = "generic"
+# Counters zero-initialised when a worker first reports a (name, hostname, queue) label set,
+# so increase() sees the first real increment. Not `failed`: its exception is not known yet.
+ZERO_INITIALISED = ("received", "started", "succeeded", "rejected", "revoked", "retried")
+TASK_EVENTS = frozenset(f"task-{kind}" for kind in (*ZERO_INITIALISED, "sent", "failed"))
+WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    name: str
+    queue: str | None = None
+    sent_at: float | None = None  # producer's clock
+    eta: float | None = None
+    started_at: float | None = None  # worker's clock
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    task_counts: dict[str, dict[Labels, int]]  # "sent", "failed", ... -> labels -> count
+    runtime: dict[Labels, list[float]]
+    queue_wait: dict[Labels, list[float]]
+    failed_runtime: dict[Labels, list[float]]
+    workers: list[WorkerView]
+    events: dict[str, int]
+    errors: dict[str, int]
+    overflow: dict[str, int]
+    last_event: float | None
+    tracked_tasks: int
+
+
+class Tracker:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float],
+        worker_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._worker_queues = worker_queues  # from the inspect poll; read-only here
+        self._lock = threading.Lock()
+        self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._counts: dict[str, dict[Labels, int]] = {
+            kind: {} for kind in (*ZERO_INITIALISED, "sent", "failed")
+        }
+        self._initialised: set[Labels] = set()
+        self._runtime = HistogramTable(config.runtime_buckets)
+        self._queue_wait = HistogramTable(config.queue_wait_buckets)
+        self._failed_runtime = HistogramTable(config.runtime_buckets)
+        self._queue_by_name: dict[str, str] = {}
+        self._names = LabelCap(config.max_task_names)
+        self._hosts = LabelCap(config.max_workers)
+        self._producer_hosts = LabelCap(config.max_workers)
+        self.workers = WorkerTable(
+            config.worker_timeout, config.purge_offline_worker_metrics, config.max_workers
+        )
+        self._events: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._last_event: float | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
+            "task-sent": self._task_sent,
+            "task-received": self._task_received,
+            "task-started": self._task_started,
+            "task-succeeded": self._task_succeeded,
+            "task-failed": self._task_failed,
+            "task-retried": self._task_retried,
+            "task-rejected": self._task_rejected,
+            "task-revoked": self._task_revoked,
+            "worker-online": self.workers.heartbeat,
+            "worker-heartbeat": self.workers.heartbeat,
+            "worker-offline": self.workers.offline,
+        }
+
+    # ---- input -------------------------------------------------------------------------
+
+    def record_message(self, body: Any) -> None:
+        """One decoded message: an event dict, or a list of them (prefork's task.multi)."""
+        now = self._clock()
+        with self._lock:
+            if type(body) is list:
+                for event in body:
+                    self._record(event, now)
+            else:
+                self._record(body, now)
+
+    def record_error(self, reason: str) -> None:
+        """A message the consumer could not even decode."""
+        with self._lock:
+            self._errors[reason] += 1
+
+    def _record(self, event: Any, now: float) -> None:
+        try:
+            if type(event) is not dict:
+                raise BadEvent("not_a_dict")
+            kind = event.get("type")
+            handler = self._handlers.get(kind)  # type: ignore[arg-type]
+            if handler is not None:
+                handler(event, now)
+            elif not isinstance(kind, str):
+                raise BadEvent("bad_type")
+            elif kind != "task-cancelled":
+                kind = "other"  # custom event types must not mint label values
+            self._events[kind] += 1  # type: ignore[index]
+            self._last_event = now
+        except BadEvent as exc:
+            self._errors[exc.reason] += 1
+        except Exception:  # the one guard around a single event: count it and go on
+            log.debug("event handler failed", exc_info=True)
+            self._errors["unexpected"] += 1
+
+    # ---- task events -------------------------------------------------------------------
+
+    def _uuid(self, event: dict[str, Any]) -> str:
+        uuid = event.get("uuid")
+        if not isinstance(uuid, str) or not uuid or len(uuid) > 255:
+            raise BadEvent("bad_uuid")
+        return uuid
+
+    def _task(self, uuid: str) -> TaskRecord:
+        record = self._tasks.get(uuid)
+        if record is None:
+            record = self._tasks[uuid] = TaskRecord(UNKNOWN)
+            if len(self._tasks) > self._config.max_tracked_tasks:
+                self._tasks.popitem(last=False)  # oldest first: long-done or lost tasks
+        return record
+
+    def _name(self, record: TaskRecord, event: dict[str, Any]) -> None:
+        name = event.get("name")
+        if name is not None and record.name == UNKNOWN:
+            record.name = self._names.admit(label_text(name, "name"))
+
+    def _task_sent(self, event: dict[str, Any], now: float) -> None:
+        uuid = self._uuid(event)
+        sent_at = timestamp_of(event)
+        eta = eta_timestamp(event.get("eta"))
+        queue = event.get("queue") or event.get("routing_key")
+        queue = label_text(queue, "queue") if queue is not None else None
+        nodename = label_text(event.get("hostname"), "hostname")
+        record = self._task(uuid)
+        self._name(record, event)
+        # A retry re-sends the same uuid: it waits again from this send.
+        record.sent_at, record.eta, record.started_at = sent_at, eta, None
+        if queue is not None:
+            record.queue = queue
+            if record.name != UNKNOWN:
+                self._queue_by_name[record.name] = queue
+        if self._config.generic_hostname_task_sent_metric:
+            host = GENERIC_HOSTNAME
+        else:
+            host = self._producer_hosts.admit(host_of(nodename))
+        labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
+        counts = self._counts["sent"]
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def _worker_task(
+        self, event: dict[str, Any], kind: str, now: float
+    ) -> tuple[str, TaskRecord, Labels]:
+        """Common to every worker-side task event: find the task, label it, count it."""
+        uuid = self._uuid(event)
+        record = self._task(uuid)
+        nodename = label_text(event.get("hostname"), "hostname")
+        self._name(record, event)
+        if record.queue is None:
+            record.queue = self._resolve_queue(record.name, nodename)
+        if self._config.generic_hostname_worker_task_metric:
+            host = GENERIC_HOSTNAME
+        else:
+            host = self._hosts.admit(host_of(nodename))
+        labels = (record.name, host, record.queue)
+        if labels not in self._initialised:
+            self._initialised.add(labels)
+            for zero_kind in ZERO_INITIALISED:
+                self._counts[zero_kind].setdefault(labels, 0)
+        self.workers.saw_task_event(nodename, now)
+        if kind != "failed":
+            self._counts[kind][labels] += 1
+        return uuid, record, labels
+
+    def _resolve_queue(self, name: str, nodename: str) -> str:
+        """Where task-sent did not say: the worker's only queue, then the queue this task
+        name was last sent to, then --default-queue-name."""
+        consumed = self._worker_queues().get(nodename, ())
+        if len(consumed) == 1:
+            return consumed[0]
+        return self._queue_by_name.get(name, self._config.default_queue_name)
+
+    def _task_received(self, event: dict[str, Any], now: float) -> None:
+        _, record, _ = self._worker_task(event, "received", now)
+        eta = eta_timestamp(event.get("eta"))
+        if eta is not None:
+            record.eta = eta
+
+    def _task_started(self, event: dict[str, Any], now: float) -> None:
+        started_at = timestamp_of(event)
+        _, record, labels = self._worker_task(event, "started", now)
+        record.started_at = started_at
+        if record.sent_at is not None:
+            ready_at = max(record.sent_at, record.eta or 0.0)
+            # Producer and worker clocks differ; a negative wait is skew, not time travel.
+            self._queue_wait.observe(labels, max(0.0, started_at - ready_at))
+
+    def _task_succeeded(self, event: dict[str, Any], now: float) -> None:
+        runtime = event.get("runtime")
+        value = duration(runtime) if runtime is not None else None
+        uuid, _, labels = self._worker_task(event, "succeeded", now)
+        if value is not None:
+            self._runtime.observe(labels, value)
+        del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
+
+    def _task_failed(self, event: dict[str, Any], now: float) -> None:
+        failed_at = timestamp_of(event)
+        uuid, record, labels = self._worker_task(event, "failed", now)
+        name, host, queue = labels
+        failed = (name, host, exception_class(event.get("exception")), queue)
+        counts = self._counts["failed"]
+        counts[failed] = counts.get(failed, 0) + 1
+        if record.started_at is not None:
+            # Both times come from the worker's own clock, so no skew between hosts.
+            self._failed_runtime.observe(labels, max(0.0, failed_at - record.started_at))
+        del self._tasks[uuid]
+
+    def _task_retried(self, event: dict[str, Any], now: float) -> None:
+        self._worker_task(event, "retried", now)
+
+    def _task_rejected(self, event: dict[str, Any], now: float) -> None:
+        self._worker_task(event, "rejected", now)
+
+    def _task_revoked(self, event: dict[str, Any], now: float) -> None:
+        self._worker_task(event, "revoked", now)
+
+    # ---- housekeeping and output -------------------------------------------------------
+
+    def expire(self) -> None:
+        """Forget purged workers and, where no live worker shares their host, their task
+        series. Called from the event thread between messages."""
+        with self._lock:
+            gone = self.workers.expire(self._clock())
+            if not gone:
+                return
+            hosts = {r.hostname for r in gone} - self.workers.live_hostnames()
+            for host in hosts:
+                self._hosts.release(host)
+
+            def keep(labels: Labels) -> bool:
+                return labels[1] not in hosts
+
+            for kind, counts in self._counts.items():
+                if kind != "sent":
+                    self._counts[kind] = {k: v for k, v in counts.items() if keep(k)}
+            self._initialised = {labels for labels in self._initialised if keep(labels)}
+            for table in (self._runtime, self._queue_wait, self._failed_runtime):
+                table.drop(keep)
+
+    def snapshot(self) -> Snapshot:
+        now = self._clock()
+        with self._lock:
+            overflow = {
+                "task_name": self._names.overflowed,
+                "hostname": self._hosts.overflowed + self._producer_hosts.overflowed,
+                "worker": self.workers.overflowed,
+            }
+            return Snapshot(
+                task_counts={kind: counts.copy() for kind, counts in self._counts.items()},
+                runtime=self._runtime.copy(),
+                queue_wait=self._queue_wait.copy(),
+                failed_runtime=self._failed_runtime.copy(),
+                workers=self.workers.views(now),
+                events=dict(self._events),
+                errors=dict(self._errors),
+                overflow=overflow,
+                last_event=self._last_event,
+                tracked_tasks=len(self._tasks),
+            )

@@ -1,0 +1,179 @@
+"""Worker state from worker-* events: liveness, heartbeat payload, whether task events are on.
+
+Liveness is computed from the exporter's own clock at read time, so a worker killed with
+SIGKILL (which sends no worker-offline) reads down once --worker-timeout passes. Owned by the
+tracker and written only from the event thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .events import BadEvent, host_of, int_field, label_text, loadavg_of
+
+log = logging.getLogger(__name__)
+
+# Prefork workers batch task events and flush them about once a second; heartbeats come every
+# 2 s. A `processed` count that grew this long ago with still no task event means events are off.
+TASK_EVENTS_GRACE = 10.0
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    worker: str  # full node name, e.g. celery@pod-1
+    hostname: str  # the part after @
+    last_seen: float  # exporter clock at the last worker-* event
+    last_heartbeat: float | None = None
+    offline_at: float | None = None  # set by worker-offline (a clean shutdown)
+    active: int | None = None
+    processed: int | None = None
+    processed_at_start: int | None = None
+    processed_grew_at: float | None = None
+    loadavg: tuple[float, float, float] | None = None
+    task_events_seen: bool = False
+    warned_no_task_events: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    worker: str
+    hostname: str
+    up: bool
+    last_heartbeat: float | None
+    active: int | None
+    processed: int | None
+    loadavg: tuple[float, float, float] | None
+    task_events_enabled: bool | None  # None: not known yet
+
+
+class WorkerTable:
+    def __init__(self, worker_timeout: float, purge_after: float, max_workers: int) -> None:
+        self.worker_timeout = worker_timeout
+        self.purge_after = purge_after
+        self.max_workers = max_workers
+        self.records: dict[str, WorkerRecord] = {}
+        self.overflowed = 0
+
+    def _record(self, nodename: str, now: float) -> WorkerRecord | None:
+        record = self.records.get(nodename)
+        if record is None:
+            if len(self.records) >= self.max_workers:
+                self.overflowed += 1
+                return None
+            record = WorkerRecord(worker=nodename, hostname=host_of(nodename), last_seen=now)
+            self.records[nodename] = record
+            log.info("worker %s appeared", nodename)
+        return record
+
+    def heartbeat(self, event: dict[str, Any], now: float) -> None:
+        """worker-online and worker-heartbeat."""
+        nodename = label_text(event.get("hostname"), "hostname")
+        active = int_field(event, "active")
+        processed = int_field(event, "processed")
+        loadavg = loadavg_of(event)
+        record = self._record(nodename, now)
+        if record is None:
+            return
+        if record.offline_at is not None or (
+            record.last_heartbeat is not None and not self._alive(record, now)
+        ):
+            log.info("worker %s is back", nodename)
+        record.last_seen = record.last_heartbeat = now
+        record.offline_at = None
+        # The wake-up heartbeat a monitor asks for carries no active/processed: keep the last.
+        if active is not None:
+            record.active = active
+        if loadavg is not None:
+            record.loadavg = loadavg
+        if processed is not None:
+            self._track_processed(record, processed, now)
+
+    def _track_processed(self, record: WorkerRecord, processed: int, now: float) -> None:
+        if record.processed_at_start is None or processed < (record.processed or 0):
+            # First sight, or the worker restarted under the same name.
+            record.processed_at_start = processed
+            record.processed_grew_at = None
+        elif processed > record.processed_at_start and record.processed_grew_at is None:
+            record.processed_grew_at = now
+        record.processed = processed
+        if (
+            not record.task_events_seen
+            and not record.warned_no_task_events
+            and _task_events_enabled(record, now) is False
+        ):
+            record.warned_no_task_events = True
+            log.warning(
+                "worker %s processes tasks but sends no task events, so it has no task metrics: "
+                "start it with -E (or set worker_send_task_events=True), and set "
+                "task_send_sent_event=True on producers for task-sent and queue wait",
+                record.worker,
+            )
+
+    def offline(self, event: dict[str, Any], now: float) -> None:
+        nodename = label_text(event.get("hostname"), "hostname")
+        record = self.records.get(nodename)
+        if record is not None:
+            record.offline_at = record.last_seen = now
+            log.info("worker %s went offline (clean shutdown)", nodename)
+
+    def saw_task_event(self, nodename: str, now: float) -> None:
+        record = self.records.get(nodename) or self._record(nodename, now)
+        if record is not None and not record.task_events_seen:
+            record.task_events_seen = True
+            if record.warned_no_task_events:
+                log.info("worker %s now sends task events", nodename)
+
+    def _alive(self, record: WorkerRecord, now: float) -> bool:
+        if record.offline_at is not None or record.last_heartbeat is None:
+            return False
+        return not self.worker_timeout or now - record.last_heartbeat <= self.worker_timeout
+
+    def _purgeable(self, record: WorkerRecord, now: float) -> bool:
+        # A clean shutdown (scale-down, deploy) is gone on purpose: drop it after the timeout
+        # so rolling deploys do not page. A silent worker keeps reading 0 until the purge time,
+        # long enough for the shipped CeleryWorkerDown alert (for: 15m) to fire.
+        if record.offline_at is not None:
+            return now - record.offline_at > max(self.worker_timeout, 1.0)
+        return bool(self.purge_after) and now - record.last_seen > self.purge_after
+
+    def views(self, now: float) -> list[WorkerView]:
+        return [
+            WorkerView(
+                worker=r.worker,
+                hostname=r.hostname,
+                up=self._alive(r, now),
+                last_heartbeat=r.last_heartbeat,
+                active=r.active,
+                processed=r.processed,
+                loadavg=r.loadavg,
+                task_events_enabled=_task_events_enabled(r, now),
+            )
+            for r in self.records.values()
+            # Known only from task events so far: no liveness to report until a heartbeat.
+            if r.last_heartbeat is not None and not self._purgeable(r, now)
+        ]
+
+    def expire(self, now: float) -> list[WorkerRecord]:
+        """Forget purgeable workers; returns them so their task series can go too."""
+        gone = [r for r in self.records.values() if self._purgeable(r, now)]
+        for record in gone:
+            del self.records[record.worker]
+            log.info("worker %s purged after %.0fs without a heartbeat", record.worker,
+                     now - record.last_seen)  # fmt: skip
+        return gone
+
+    def live_hostnames(self) -> set[str]:
+        return {r.hostname for r in self.records.values()}
+
+
+def _task_events_enabled(record: WorkerRecord, now: float) -> bool | None:
+    if record.task_events_seen:
+        return True
+    if record.processed_grew_at is not None and now - record.processed_grew_at >= TASK_EVENTS_GRACE:
+        return False
+    return None
+
+
+__all__ = ["BadEvent", "WorkerRecord", "WorkerTable", "WorkerView"]
