@@ -40,36 +40,143 @@ def _seconds(minimum: float = 0.0) -> click.FloatRange:
 
 
 @click.command(context_settings={"auto_envvar_prefix": "CE", "show_default": True})
-@click.option("--broker-url", required=True, help="Celery broker URL (redis, rediss, sentinel, amqp, sqs...).")  # noqa: E501
-@click.option("--broker-transport-option", multiple=True, metavar="KEY=VALUE", help="Broker transport option; repeatable. Digits become int, JSON is decoded.")  # noqa: E501
-@click.option("--broker-ssl-option", multiple=True, metavar="KEY=VALUE", help="broker_use_ssl option; repeatable.")  # noqa: E501
-@click.option("--accept-content", default=None, help="Comma list of accepted event serializers, e.g. json,pickle.")  # noqa: E501
-@click.option("--retry-interval", type=_seconds(), default=1.0, help="Base seconds between reconnect attempts (capped exponential backoff; 0 means the default).")  # noqa: E501
+@click.option(
+    "--broker-url", required=True, help="Celery broker URL (redis, rediss, sentinel, amqp, sqs...)."
+)
+@click.option(
+    "--broker-transport-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Broker transport option; repeatable. Digits become int, JSON is decoded.",
+)
+@click.option(
+    "--broker-ssl-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="broker_use_ssl option; repeatable.",
+)
+@click.option(
+    "--accept-content",
+    default=None,
+    help="Comma list of accepted event serializers, e.g. json,pickle.",
+)
+@click.option(
+    "--retry-interval",
+    type=_seconds(),
+    default=1.0,
+    help="Base seconds between reconnects (capped exponential backoff; 0: the default).",
+)
 @click.option("--host", default="0.0.0.0", help="Listen address.")
 @click.option("--port", type=click.IntRange(1, 65535), default=9808, help="Listen port.")
-@click.option("--buckets", default=_join(DEFAULT_RUNTIME_BUCKETS), help="Runtime histogram buckets (seconds).")  # noqa: E501
-@click.option("--queue-wait-buckets", default=_join(DEFAULT_QUEUE_WAIT_BUCKETS), help="Queue-wait histogram buckets (seconds).")  # noqa: E501
+@click.option(
+    "--buckets", default=_join(DEFAULT_RUNTIME_BUCKETS), help="Runtime histogram buckets (seconds)."
+)
+@click.option(
+    "--queue-wait-buckets",
+    default=_join(DEFAULT_QUEUE_WAIT_BUCKETS),
+    help="Queue-wait histogram buckets (seconds).",
+)
 @click.option("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.")  # noqa: E501
-@click.option("--worker-timeout", type=_seconds(), default=60.0, help="Seconds without a heartbeat before celery_worker_up reads 0 (0 disables).")  # noqa: E501
-@click.option("--purge-offline-worker-metrics", type=_seconds(), default=3600.0, help="Seconds without a heartbeat before a worker's series are removed (0 disables).")  # noqa: E501
-@click.option("--generic-hostname-task-sent-metric", is_flag=True, help='Label task-sent counters hostname="generic".')  # noqa: E501
-@click.option("--generic-hostname-worker-task-metric", is_flag=True, help='Label other task counters and histograms hostname="generic".')  # noqa: E501
-@click.option("-Q", "--queues", default=None, help="Comma list of queues to report from the start.")  # noqa: E501
-@click.option("--metric-prefix", default="celery_", help="Replaces the celery_ prefix of every metric.")  # noqa: E501
-@click.option("--default-queue-name", default="celery", help="queue_name when the queue cannot be resolved.")  # noqa: E501
-@click.option("--static-label", multiple=True, metavar="KEY=VALUE", help="Label added to every metric; repeatable.")  # noqa: E501
-@click.option("--queue-poll-interval", type=_seconds(0.1), default=5.0, help="Seconds between broker queue-length polls.")  # noqa: E501
-@click.option("--broker-timeout", type=_seconds(0.1), default=3.0, help="Connect and socket timeout (seconds) for broker polls.")  # noqa: E501
-@click.option("--inspect-interval", type=_seconds(), default=30.0, help="Seconds between inspect rounds (active_queues, stats); 0 disables.")  # noqa: E501
-@click.option("--inspect-timeout", type=_seconds(0.1), default=2.0, help="Seconds to wait for workers' inspect replies.")  # noqa: E501
-@click.option("--queue-expiry", type=_seconds(), default=3600.0, help="Seconds after which a discovered queue nobody consumes is dropped.")  # noqa: E501
-@click.option("--max-task-names", type=click.IntRange(min=1), default=1000, help="Distinct task names before the rest are folded into __overflow__.")  # noqa: E501
-@click.option("--max-workers", type=click.IntRange(min=1), default=1000, help="Distinct workers (and hosts) before the rest are folded into __overflow__.")  # noqa: E501
-@click.option("--max-tracked-tasks", type=click.IntRange(min=1), default=100_000, help="In-flight tasks remembered (uuid -> name, queue, times).")  # noqa: E501
-@click.option("--disable-metric", multiple=True, metavar="NAME", help="Metric family to leave out of the exposition; repeatable.")  # noqa: E501
-@click.option("--web-config-file", default=None, help="Exporter-toolkit web config (TLS, basic auth).")  # noqa: E501
-@click.option("--web-health-without-auth", is_flag=True, help="Serve /healthz, /readyz and /health without basic auth.")  # noqa: E501
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format."
+)
+@click.option(
+    "--worker-timeout",
+    type=_seconds(),
+    default=60.0,
+    help="Seconds without a heartbeat before celery_worker_up reads 0 (0 disables).",
+)
+@click.option(
+    "--purge-offline-worker-metrics",
+    type=_seconds(),
+    default=3600.0,
+    help="Seconds without a heartbeat before a worker's series are removed (0 disables).",
+)
+@click.option(
+    "--generic-hostname-task-sent-metric",
+    is_flag=True,
+    help='Label task-sent counters hostname="generic".',
+)
+@click.option(
+    "--generic-hostname-worker-task-metric",
+    is_flag=True,
+    help='Label other task counters and histograms hostname="generic".',
+)
+@click.option("-Q", "--queues", default=None, help="Comma list of queues to report from the start.")
+@click.option(
+    "--metric-prefix", default="celery_", help="Replaces the celery_ prefix of every metric."
+)
+@click.option(
+    "--default-queue-name", default="celery", help="queue_name when the queue cannot be resolved."
+)
+@click.option(
+    "--static-label",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label added to every metric; repeatable.",
+)
+@click.option(
+    "--queue-poll-interval",
+    type=_seconds(0.1),
+    default=5.0,
+    help="Seconds between broker queue-length polls.",
+)
+@click.option(
+    "--broker-timeout",
+    type=_seconds(0.1),
+    default=3.0,
+    help="Connect and socket timeout (seconds) for broker polls.",
+)
+@click.option(
+    "--inspect-interval",
+    type=_seconds(),
+    default=30.0,
+    help="Seconds between inspect rounds (active_queues, stats); 0 disables.",
+)
+@click.option(
+    "--inspect-timeout",
+    type=_seconds(0.1),
+    default=2.0,
+    help="Seconds to wait for workers' inspect replies.",
+)
+@click.option(
+    "--queue-expiry",
+    type=_seconds(),
+    default=3600.0,
+    help="Seconds after which a discovered queue nobody consumes is dropped.",
+)
+@click.option(
+    "--max-task-names",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Distinct task names before the rest are folded into __overflow__.",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=1000,
+    help="Distinct workers (and hosts) before the rest are folded into __overflow__.",
+)
+@click.option(
+    "--max-tracked-tasks",
+    type=click.IntRange(min=1),
+    default=100_000,
+    help="In-flight tasks remembered (uuid -> name, queue, times).",
+)
+@click.option(
+    "--disable-metric",
+    multiple=True,
+    metavar="NAME",
+    help="Metric family to leave out of the exposition; repeatable.",
+)
+@click.option(
+    "--web-config-file", default=None, help="Exporter-toolkit web config (TLS, basic auth)."
+)
+@click.option(
+    "--web-health-without-auth",
+    is_flag=True,
+    help="Serve /healthz, /readyz and /health without basic auth.",
+)
 @click.version_option(__version__, prog_name=PROG)
 def command(**options: Any) -> None:
     """Prometheus exporter for Celery: task, worker and queue metrics on /metrics."""

@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import celery
 from prometheus_client.core import Metric
@@ -21,6 +22,7 @@ from . import __version__
 from .metrics import FamilyFactory
 from .series import Labels
 from .tracker import Tracker
+from .workers import WorkerView
 
 LOADAVG_PERIODS = ("1m", "5m", "15m")
 
@@ -28,8 +30,13 @@ LOADAVG_PERIODS = ("1m", "5m", "15m")
 class TrackerCollector(Collector):
     """Task, worker and event-stream metrics from the tracker."""
 
-    def __init__(self, tracker: Tracker, factory: FamilyFactory, runtime_buckets: tuple[float, ...],
-                 queue_wait_buckets: tuple[float, ...]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tracker: Tracker,
+        factory: FamilyFactory,
+        runtime_buckets: tuple[float, ...],
+        queue_wait_buckets: tuple[float, ...],
+    ) -> None:
         self._tracker = tracker
         self._factory = factory
         self._runtime_le = [floatToGoString(b) for b in runtime_buckets]
@@ -80,13 +87,13 @@ class TrackerCollector(Collector):
         family = self._factory.new(name)
         for labels, row in table.items():
             cumulative, buckets = 0.0, []
-            for le, count in zip(les, row):
+            for le, count in zip(les, row, strict=False):  # row ends with the sum
                 cumulative += count
                 buckets.append((le, cumulative))
             family.add_metric(self._factory.labels(labels), buckets, row[-1])
         yield family
 
-    def _workers(self, workers: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+    def _workers(self, workers: list[WorkerView]) -> Iterator[Metric]:
         f = self._factory
         gauges = {
             name: f.new(name)
@@ -115,7 +122,7 @@ class TrackerCollector(Collector):
                 if name in gauges and value is not None:
                     gauges[name].add_metric(labels, value)
             if "worker_loadavg" in gauges and w.loadavg is not None:
-                for period, load in zip(LOADAVG_PERIODS, w.loadavg):
+                for period, load in zip(LOADAVG_PERIODS, w.loadavg, strict=True):
                     gauges["worker_loadavg"].add_metric(
                         f.labels((w.hostname, w.worker, period)), load
                     )
@@ -157,7 +164,7 @@ class ExporterCollector(Collector):
             ("exporter_broker_reconnects", (), float(health.reconnects)),
         ]
         values += [("exporter_http_requests", key, float(n)) for key, n in requests.items()]
-        families: dict[str, Metric] = {}
+        families: dict[str, Any] = {}
         for name, labels, value in values:
             if not f.enabled(name):
                 continue

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,11 +21,29 @@ LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_PREFIX = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 KNOWN_SCHEMES = frozenset(
     {
-        "amqp", "amqps", "pyamqp", "librabbitmq", "redis", "rediss", "sentinel", "memory",
-        "sqs", "filesystem", "mongodb", "zookeeper", "qpid", "confluentkafka", "gcpubsub",
-        "azureservicebus", "azurestoragequeues", "sqlalchemy", "sqla", "consul", "etcd",
+        "amqp",
+        "amqps",
+        "pyamqp",
+        "librabbitmq",
+        "redis",
+        "rediss",
+        "sentinel",
+        "memory",
+        "sqs",
+        "filesystem",
+        "mongodb",
+        "zookeeper",
+        "qpid",
+        "confluentkafka",
+        "gcpubsub",
+        "azureservicebus",
+        "azurestoragequeues",
+        "sqlalchemy",
+        "sqla",
+        "consul",
+        "etcd",
     }
-)  # fmt: skip
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -137,7 +156,7 @@ def parse_buckets(option: str, text: str) -> tuple[float, ...]:
         raise ConfigError(f"{option} {text!r}: not a comma-separated list of numbers") from None
     if not bounds:
         raise ConfigError(f"{option} is empty")
-    if any(math.isnan(b) for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+    if any(math.isnan(b) for b in bounds) or any(b >= c for b, c in pairwise(bounds)):
         raise ConfigError(f"{option} {text!r}: bounds must be strictly increasing numbers")
     if bounds[-1] != math.inf:
         bounds.append(math.inf)
@@ -187,12 +206,12 @@ def parse_log_level(level: str) -> str:
 
 def check_durations(config: Config) -> None:
     """Cross-field rules, after every field parsed on its own."""
-    if config.purge_offline_worker_metrics and config.worker_timeout:
-        if config.purge_offline_worker_metrics <= config.worker_timeout:
-            raise ConfigError(
-                "--purge-offline-worker-metrics must be longer than --worker-timeout, "
-                "or a dead worker's series vanish before worker_up reads 0"
-            )
+    purge, timeout = config.purge_offline_worker_metrics, config.worker_timeout
+    if purge and timeout and purge <= timeout:
+        raise ConfigError(
+            "--purge-offline-worker-metrics must be longer than --worker-timeout, "
+            "or a dead worker's series vanish before worker_up reads 0"
+        )
     if not 0 < config.port < 65536:
         raise ConfigError(f"--port {config.port}: want 1-65535")
     if config.queue_poll_interval <= 0:

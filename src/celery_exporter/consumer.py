@@ -8,10 +8,10 @@ logged once when it starts and once when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +20,8 @@ from typing import Any
 
 from celery import Celery
 from celery.events.event import get_exchange
-from kombu import Connection, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
 from kombu.message import Message
 
 from .collectors import ExporterHealth
@@ -45,7 +46,7 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(MAX_BACKOFF, self.base * 2**self.attempt)
         self.attempt = min(self.attempt + 1, 32)
-        return delay * (0.8 + 0.4 * self._rand())  # spread reconnects of many exporters
+        return float(delay * (0.8 + 0.4 * self._rand()))  # spread reconnects of many exporters
 
     def reset(self) -> None:
         self.attempt = 0
@@ -101,10 +102,8 @@ class EventConsumer:
             self._app.control.broadcast("heartbeat", connection=conn)
             last_expire = last_heartbeat_check = time.monotonic()
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):  # a quiet second: time to housekeep
                     conn.drain_events(timeout=1.0)
-                except socket.timeout:
-                    pass
                 now = time.monotonic()
                 if now - last_heartbeat_check >= HEARTBEAT_CHECK_EVERY:
                     conn.heartbeat_check()

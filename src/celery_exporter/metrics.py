@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
-    Metric,
 )
 
 Kind = Literal["counter", "gauge", "histogram", "info"]
@@ -28,11 +27,39 @@ OVERFLOW = "__overflow__"  # every value past a cardinality cap is folded into t
 DEFAULT_PREFIX = "celery_"
 
 DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, math.inf,
-)  # fmt: skip
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    math.inf,
+)
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, math.inf,
-)  # fmt: skip
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    math.inf,
+)
 
 TASK_LABELS = ("name", "hostname", "queue_name")
 WORKER_LABELS = ("hostname", "worker")
@@ -296,7 +323,8 @@ class FamilyFactory:
     def enabled(self, name: str) -> bool:
         return name not in self.disabled
 
-    def new(self, name: str) -> Metric:
+    # Any: the three family classes' add_metric() signatures differ (histograms take buckets).
+    def new(self, name: str) -> Any:
         """An empty family for the spec called `name` (prefix-less, without `_total`)."""
         spec = SPECS[name]
         full = f"{self.prefix}{spec.name}"

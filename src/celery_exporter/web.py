@@ -52,8 +52,14 @@ class MetricsApp:
         handler = path if path in HEALTH_PATHS or path in ("/", "/metrics") else "other"
         exempt = self._health_without_auth and path in HEALTH_PATHS
         if not exempt and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
-            return self._reply(start_response, handler, 401, b"Unauthorized\n", "text/plain",
-                               [("WWW-Authenticate", 'Basic realm="celery-exporter"')])  # fmt: skip
+            return self._reply(
+                start_response,
+                handler,
+                401,
+                b"Unauthorized\n",
+                "text/plain",
+                [("WWW-Authenticate", 'Basic realm="celery-exporter"')],
+            )
         if path == "/metrics":
             return self._metrics(environ, start_response)
         if path == "/":
@@ -106,8 +112,13 @@ class MetricsApp:
         return page.encode()
 
 
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error",
-            503: "Service Unavailable"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class _QuietHandler(WSGIRequestHandler):

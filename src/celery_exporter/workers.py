@@ -160,8 +160,11 @@ class WorkerTable:
         gone = [r for r in self.records.values() if self._purgeable(r, now)]
         for record in gone:
             del self.records[record.worker]
-            log.info("worker %s purged after %.0fs without a heartbeat", record.worker,
-                     now - record.last_seen)  # fmt: skip
+            log.info(
+                "worker %s purged after %.0fs without a heartbeat",
+                record.worker,
+                now - record.last_seen,
+            )
         return gone
 
     def live_hostnames(self) -> set[str]:

@@ -41,16 +41,53 @@ def event(kind: str, hostname: str, timestamp: float, **fields: Any) -> dict[str
     }
 
 
-def sent(uuid: str, name: str, ts: float, queue: str | None = "celery", eta: str | None = None,
-         hostname: str = PRODUCER, **fields: Any) -> dict[str, Any]:  # fmt: skip
-    return event("task-sent", hostname, ts, uuid=uuid, name=name, args="()", kwargs="{}",
-                 retries=0, eta=eta, expires=None, queue=queue, exchange="",
-                 routing_key=queue, root_id=uuid, parent_id=None, **fields)  # fmt: skip
+def sent(
+    uuid: str,
+    name: str,
+    ts: float,
+    queue: str | None = "celery",
+    eta: str | None = None,
+    hostname: str = PRODUCER,
+    **fields: Any,
+) -> dict[str, Any]:
+    return event(
+        "task-sent",
+        hostname,
+        ts,
+        uuid=uuid,
+        name=name,
+        args="()",
+        kwargs="{}",
+        retries=0,
+        eta=eta,
+        expires=None,
+        queue=queue,
+        exchange="",
+        routing_key=queue,
+        root_id=uuid,
+        parent_id=None,
+        **fields,
+    )
 
 
-def received(uuid: str, name: str, ts: float, hostname: str = WORKER, **fields: Any) -> dict[str, Any]:  # noqa: E501
-    return event("task-received", hostname, ts, uuid=uuid, name=name, args="()", kwargs="{}",
-                 retries=0, eta=None, expires=None, root_id=uuid, parent_id=None, **fields)  # fmt: skip
+def received(
+    uuid: str, name: str, ts: float, hostname: str = WORKER, **fields: Any
+) -> dict[str, Any]:
+    return event(
+        "task-received",
+        hostname,
+        ts,
+        uuid=uuid,
+        name=name,
+        args="()",
+        kwargs="{}",
+        retries=0,
+        eta=None,
+        expires=None,
+        root_id=uuid,
+        parent_id=None,
+        **fields,
+    )
 
 
 def started(uuid: str, ts: float, hostname: str = WORKER) -> dict[str, Any]:
@@ -61,8 +98,9 @@ def succeeded(uuid: str, ts: float, runtime: Any = 0.1, hostname: str = WORKER) 
     return event("task-succeeded", hostname, ts, uuid=uuid, result="None", runtime=runtime)
 
 
-def failed(uuid: str, ts: float, exception: str = "ValueError('boom')",
-           hostname: str = WORKER) -> dict[str, Any]:  # fmt: skip
+def failed(
+    uuid: str, ts: float, exception: str = "ValueError('boom')", hostname: str = WORKER
+) -> dict[str, Any]:
     return event("task-failed", hostname, ts, uuid=uuid, exception=exception, traceback="...")
 
 
@@ -70,10 +108,20 @@ def retried(uuid: str, ts: float, hostname: str = WORKER) -> dict[str, Any]:
     return event("task-retried", hostname, ts, uuid=uuid, exception="Retry()", traceback="...")
 
 
-def heartbeat(hostname: str, ts: float, active: int | None = 0, processed: int | None = 0,
-              kind: str = "worker-heartbeat") -> dict[str, Any]:  # fmt: skip
-    fields: dict[str, Any] = {"freq": 2.0, "sw_ident": "py-celery", "sw_ver": "5.7.0",
-                              "sw_sys": "Linux", "loadavg": [0.5, 0.25, 0.125]}  # fmt: skip
+def heartbeat(
+    hostname: str,
+    ts: float,
+    active: int | None = 0,
+    processed: int | None = 0,
+    kind: str = "worker-heartbeat",
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "freq": 2.0,
+        "sw_ident": "py-celery",
+        "sw_ver": "5.7.0",
+        "sw_sys": "Linux",
+        "loadavg": [0.5, 0.25, 0.125],
+    }
     if active is not None:
         fields["active"] = active
     if processed is not None:
@@ -110,8 +158,9 @@ class Harness:
     def value(self, metric: str, /, **labels: str) -> float | None:
         return self.registry.get_sample_value(metric, labels)
 
-    def task(self, kind: str, name: str, hostname: str = "worker-1", queue: str = "celery",
-             **extra: str) -> float | None:  # fmt: skip
+    def task(
+        self, kind: str, name: str, hostname: str = "worker-1", queue: str = "celery", **extra: str
+    ) -> float | None:
         labels = {"name": name, "hostname": hostname, "queue_name": queue, **extra}
         return self.value(f"celery_task_{kind}_total", **labels)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from celery_exporter import cli
-from celery_exporter.config import ConfigError, Config, parse_broker_url, redact_url
+from celery_exporter.config import Config, ConfigError, parse_broker_url, redact_url
 
 
 def build(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Config:
@@ -15,7 +15,7 @@ def build(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Config:
     captured: list[Config] = []
 
     def fake_build(options: dict[str, object]) -> Config:
-        config = original(options)  # type: ignore[arg-type]
+        config = original(options)
         captured.append(config)
         raise SystemExit(0)
 
@@ -85,8 +85,17 @@ def test_every_option_is_read_from_its_ce_variable(monkeypatch: pytest.MonkeyPat
 
 
 def test_disable_metric_accepts_exposed_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = build(["--broker-url", "redis://x", "--disable-metric", "celery_task_runtime",
-                    "--disable-metric", "celery_task_sent_total"], monkeypatch)  # fmt: skip
+    config = build(
+        [
+            "--broker-url",
+            "redis://x",
+            "--disable-metric",
+            "celery_task_runtime",
+            "--disable-metric",
+            "celery_task_sent_total",
+        ],
+        monkeypatch,
+    )
     assert config.disabled_metrics == {"task_runtime", "task_sent"}
 
 
@@ -106,15 +115,26 @@ def test_disable_metric_accepts_exposed_names(monkeypatch: pytest.MonkeyPatch) -
         (["--broker-url", "redis://x", "--log-level", "loud"], "--log-level 'loud'"),
         (["--broker-url", "redis://x", "--metric-prefix", "9x"], "--metric-prefix"),
         (["--broker-url", "redis://x", "--disable-metric", "nope"], "no metric family 'nope'"),
-        (["--broker-url", "redis://x", "--worker-timeout", "600",
-          "--purge-offline-worker-metrics", "300"], "longer than --worker-timeout"),  # fmt: skip
+        (
+            [
+                "--broker-url",
+                "redis://x",
+                "--worker-timeout",
+                "600",
+                "--purge-offline-worker-metrics",
+                "300",
+            ],
+            "longer than --worker-timeout",
+        ),
         (["--broker-url", "redis://x", "--bogus"], "No such option '--bogus'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.delenv("CE_BROKER_URL", raising=False)
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -136,8 +156,10 @@ def test_bad_url_errors_never_show_the_password() -> None:
     [
         ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
         ("amqp://guest:s3cr%40t@rabbit:5672//", "amqp://guest:***@rabbit:5672//"),
-        ("sentinel://:a@s1:26379;sentinel://:b@s2:26379",
-         "sentinel://:***@s1:26379;sentinel://:***@s2:26379"),  # fmt: skip
+        (
+            "sentinel://:a@s1:26379;sentinel://:b@s2:26379",
+            "sentinel://:***@s1:26379;sentinel://:***@s2:26379",
+        ),
         ("redis://host:6379/0", "redis://host:6379/0"),
     ],
 )

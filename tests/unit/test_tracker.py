@@ -24,8 +24,14 @@ from .eventscript import (
 T0 = 1_700_000_000.0
 
 
-def lifecycle(h: Harness, uuid: str, name: str = "app.add", queue: str = "celery",
-              t: float = T0, runtime: float = 0.3) -> None:  # fmt: skip
+def lifecycle(
+    h: Harness,
+    uuid: str,
+    name: str = "app.add",
+    queue: str = "celery",
+    t: float = T0,
+    runtime: float = 0.3,
+) -> None:
     h.feed(
         sent(uuid, name, t, queue=queue),
         received(uuid, name, t + 0.1),
@@ -276,14 +282,40 @@ def test_tracked_tasks_are_bounded() -> None:
     [
         ({"type": "task-started", "hostname": WORKER, "timestamp": T0}, "bad_uuid"),
         ({"type": "task-started", "uuid": "x", "timestamp": T0}, "bad_hostname"),
-        ({"type": "task-started", "uuid": "x", "hostname": WORKER, "timestamp": "now"},
-         "bad_timestamp"),  # fmt: skip
-        ({"type": "task-succeeded", "uuid": "x", "hostname": WORKER, "timestamp": T0,
-          "runtime": -1}, "bad_runtime"),  # fmt: skip
-        ({"type": "task-succeeded", "uuid": "x", "hostname": WORKER, "timestamp": T0,
-          "runtime": float("nan")}, "bad_runtime"),  # fmt: skip
-        ({"type": "task-sent", "uuid": "x", "hostname": PRODUCER, "timestamp": T0,
-          "eta": "tomorrow"}, "bad_eta"),  # fmt: skip
+        (
+            {"type": "task-started", "uuid": "x", "hostname": WORKER, "timestamp": "now"},
+            "bad_timestamp",
+        ),
+        (
+            {
+                "type": "task-succeeded",
+                "uuid": "x",
+                "hostname": WORKER,
+                "timestamp": T0,
+                "runtime": -1,
+            },
+            "bad_runtime",
+        ),
+        (
+            {
+                "type": "task-succeeded",
+                "uuid": "x",
+                "hostname": WORKER,
+                "timestamp": T0,
+                "runtime": float("nan"),
+            },
+            "bad_runtime",
+        ),
+        (
+            {
+                "type": "task-sent",
+                "uuid": "x",
+                "hostname": PRODUCER,
+                "timestamp": T0,
+                "eta": "tomorrow",
+            },
+            "bad_eta",
+        ),
         ({"type": 7}, "bad_type"),
         ({"type": "worker-heartbeat", "hostname": WORKER, "active": "lots"}, "bad_active"),
         ({"type": "worker-heartbeat", "hostname": WORKER, "loadavg": "high"}, "bad_loadavg"),
@@ -320,8 +352,14 @@ def test_prefix_static_labels_and_disabled_families() -> None:
     )
     lifecycle(h, "u1")
     assert (
-        h.value("jobs_task_succeeded_total", name="app.add", hostname="worker-1",
-                queue_name="celery", env="prod") == 1  # fmt: skip
+        h.value(
+            "jobs_task_succeeded_total",
+            name="app.add",
+            hostname="worker-1",
+            queue_name="celery",
+            env="prod",
+        )
+        == 1
     )
     names = h.names()
     assert not any(n.startswith("jobs_task_runtime") for n in names)
