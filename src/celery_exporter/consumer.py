@@ -79,7 +79,14 @@ class EventConsumer:
                     self._consume(conn, stop)
             except errors as exc:
                 self._went_down(exc)
-                stop.wait(self._backoff.next_delay())
+            except Exception as exc:
+                # Not a transport error (e.g. redis' AuthenticationError, a broken TLS setup):
+                # still no reason to let the only event thread die. Retry like an outage.
+                log.debug("event consumer failed", exc_info=True)
+                self._went_down(exc)
+            else:
+                continue
+            stop.wait(self._backoff.next_delay())
 
     def _consume(self, conn: Connection, stop: threading.Event) -> None:
         queue = Queue(

@@ -1,0 +1,199 @@
+"""The real exporter against real brokers and real prefork workers, read over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import WorkerFactory
+from tests.servers import RedisServer, free_port
+
+from .conftest import ExporterFactory, producer, send
+
+pytestmark = pytest.mark.integration
+HOST = socket.gethostname()
+
+
+def test_task_outcomes_are_counted_exactly(
+    broker_url: str,
+    worker_factory: WorkerFactory,
+    exporter_factory: ExporterFactory,
+    unique_name: str,
+) -> None:
+    main_queue, routed_queue = f"main-{unique_name}", f"routed-{unique_name}"
+    exporter = exporter_factory(broker_url, "--inspect-interval", "0")
+    worker = worker_factory(broker_url, queues=(main_queue, routed_queue), concurrency=2)
+    worker_labels = {"hostname": HOST, "worker": worker.hostname}
+    exporter.wait_value("celery_worker_up", worker_labels, lambda v: v == 1)
+
+    app = producer(broker_url)
+    send(app, "workload.add", main_queue, times=5, args=(2, 3))
+    send(app, "workload.fail", main_queue, times=2)
+    send(app, "workload.retry_once", main_queue)
+    send(app, "workload.routed", routed_queue)
+
+    def labels(name: str, queue: str = main_queue) -> dict[str, str]:
+        return {"name": name, "hostname": HOST, "queue_name": queue}
+
+    done = [
+        ("celery_task_succeeded_total", labels("workload.add"), 5),
+        ("celery_task_succeeded_total", labels("workload.retry_once"), 1),
+        ("celery_task_succeeded_total", labels("workload.routed", routed_queue), 1),
+        ("celery_task_failed_total", {**labels("workload.fail"), "exception": "ValueError"}, 2),
+    ]
+    for name, label_set, expected in done:
+        exporter.wait_value(name, label_set, lambda v, n=expected: v == n, timeout=30)
+
+    samples = exporter.scrape()
+
+    def value(name: str, /, **label_set: str) -> float | None:
+        return samples.get((name, frozenset(label_set.items())))
+
+    add = labels("workload.add")
+    for kind in ("sent", "received", "started", "succeeded"):
+        assert value(f"celery_task_{kind}_total", **add) == 5, kind
+    assert (
+        value("celery_task_failed_total", **labels("workload.add"), exception="ValueError") is None
+    )
+    assert value("celery_task_runtime_count", **add) == 5
+    assert value("celery_task_queue_wait_time_count", **add) == 5
+    retry = labels("workload.retry_once")
+    assert value("celery_task_retried_total", **retry) == 1
+    assert value("celery_task_started_total", **retry) == 2
+    assert value("celery_task_sent_total", **retry) == 2  # the retry is sent again
+    assert value("celery_task_failed_runtime_seconds_count", **labels("workload.fail")) == 2
+    assert value("celery_task_received_total", **labels("workload.routed", routed_queue)) == 1
+    assert value("celery_task_received_total", **labels("workload.routed")) is None
+    assert value("celery_exporter_events_total", event="task-succeeded") == 7
+    assert value("celery_exporter_events_total", event="task-failed") == 2
+    assert value("celery_worker_task_events_enabled", **worker_labels) == 1
+    assert not [k for k in samples if k[0] == "celery_exporter_event_errors_total"]
+
+
+def test_queue_name_comes_from_the_workers_queue_without_sent_events(
+    broker_url: str,
+    worker_factory: WorkerFactory,
+    exporter_factory: ExporterFactory,
+    unique_name: str,
+) -> None:
+    queue = f"only-{unique_name}"
+    exporter = exporter_factory(broker_url, "--inspect-interval", "0.5")
+    worker_factory(broker_url, queues=(queue,))
+    exporter.wait_value("celery_active_worker_count", {"queue_name": queue}, lambda v: v == 1)
+    send(producer(broker_url, sent_events=False), "workload.add", queue, times=3, args=(1, 1))
+    succeeded = {"name": "workload.add", "hostname": HOST, "queue_name": queue}
+    exporter.wait_value("celery_task_succeeded_total", succeeded, lambda v: v == 3, timeout=30)
+    samples = exporter.scrape()
+    assert not [k for k in samples if ("queue_name", "celery") in k[1]]
+    assert ("celery_task_sent_total", frozenset(succeeded.items())) not in samples
+
+
+def test_sigkilled_worker_reads_down_and_its_neighbour_stays_up(
+    redis_url: str, worker_factory: WorkerFactory, exporter_factory: ExporterFactory
+) -> None:
+    exporter = exporter_factory(redis_url, "--worker-timeout", "3", "--inspect-interval", "0")
+    doomed = worker_factory(redis_url, hostname=f"doomed@{HOST}")
+    neighbour = worker_factory(redis_url, hostname=f"neighbour@{HOST}")
+    doomed_labels = {"hostname": HOST, "worker": doomed.hostname}
+    neighbour_labels = {"hostname": HOST, "worker": neighbour.hostname}
+    for label_set in (doomed_labels, neighbour_labels):
+        exporter.wait_value("celery_worker_up", label_set, lambda v: v == 1)
+    doomed.kill()  # SIGKILL: no worker-offline event
+    exporter.wait_value("celery_worker_up", doomed_labels, lambda v: v == 0, timeout=15)
+    assert exporter.value("celery_worker_up", **neighbour_labels) == 1
+    assert exporter.value("celery_worker_tasks_active", **doomed_labels) == 0
+
+
+def test_broker_password_never_appears_in_logs_pages_or_metrics(
+    tmp_path: Path, exporter_factory: ExporterFactory
+) -> None:
+    server = RedisServer.start(tmp_path / "redis-auth")
+    try:
+        client = redis.Redis(port=server.port)
+        client.config_set("requirepass", "Sup3rS3cret")
+        client.close()
+        good = exporter_factory(f"redis://:Sup3rS3cret@127.0.0.1:{server.port}/0")
+        good.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1)
+        wrong = exporter_factory(f"redis://:WrongPassw0rd@127.0.0.1:{server.port}/0")
+        wrong.wait_value("celery_exporter_broker_up", {}, lambda v: v == 0)
+        for exporter, secret in ((good, "Sup3rS3cret"), (wrong, "WrongPassw0rd")):
+            pages = [exporter.get(path)[1] for path in ("/", "/metrics", "/readyz", "/health")]
+            assert secret.encode() not in b"".join(pages)
+            assert b":***@" in pages[0]
+            exporter.stop()
+            assert secret not in exporter.log
+        assert "cannot connect to broker" in wrong.log
+    finally:
+        server.stop()
+
+
+def test_broker_down_at_start_is_not_fatal_and_is_reported_once(
+    tmp_path: Path, exporter_factory: ExporterFactory
+) -> None:
+    port = free_port()
+    exporter = exporter_factory(f"redis://127.0.0.1:{port}/0", "--retry-interval", "0.2")
+    assert exporter.value("celery_exporter_broker_up") == 0
+    assert exporter.get("/readyz")[0] == 503
+    assert exporter.get("/healthz")[0] == 200
+    exporter.wait_value("celery_exporter_queue_poll_success", {}, lambda v: v == 0)
+    server = RedisServer.start(tmp_path / "late-redis", port=port)
+    try:
+        exporter.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1, timeout=40)
+        assert exporter.get("/readyz")[0] == 200
+        assert exporter.log.count("cannot connect to broker") == 1
+        assert exporter.log.count("connected to broker") == 1
+    finally:
+        server.stop()
+
+
+def test_port_in_use_is_one_line_and_a_non_zero_exit(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "celery_exporter",
+                "--broker-url",
+                redis_url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"celery-exporter: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_promtool_check_metrics_passes_on_a_real_scrape(
+    redis_url: str, worker_factory: WorkerFactory, exporter_factory: ExporterFactory
+) -> None:
+    exporter = exporter_factory(redis_url, "--inspect-interval", "0")
+    worker = worker_factory(redis_url)
+    send(producer(redis_url), "workload.add", "celery", times=2, args=(1, 2))
+    exporter.wait_value(
+        "celery_task_succeeded_total",
+        {"name": "workload.add", "hostname": HOST, "queue_name": "celery"},
+        lambda v: v == 2,
+        timeout=30,
+    )
+    assert worker.is_running()
+    body = exporter.get("/metrics")[1]
+    assert b"celery_task_runtime_bucket{" in body  # the check saw real series
+    result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    assert result.returncode == 0, result
+    assert not (result.stdout + result.stderr).strip(), result
