@@ -11,7 +11,7 @@ from celery_exporter.tracker import TASK_EVENTS, WORKER_EVENTS
 
 from .eventscript import Harness
 
-KINDS = sorted(TASK_EVENTS | WORKER_EVENTS) + ["task-cancelled", "custom-thing"]
+KINDS = [*sorted(TASK_EVENTS | WORKER_EVENTS), "task-cancelled", "custom-thing"]
 anything = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda children: (

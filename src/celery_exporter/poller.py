@@ -1,0 +1,347 @@
+"""The poll threads: broker queue probes and worker inspection, off the scrape path.
+
+One thread polls queue lengths every `queue_poll_interval`; another broadcasts inspect
+`active_queues` and `stats` every `inspect_interval` (0 switches it off). Each stores its latest
+result under one short lock; a scrape reads `view(now)`, which does no I/O.
+
+Staleness: the last good values of a poll are served for up to two intervals (plus the timeout)
+after the poll that produced them, so one failed poll does not punch a gap into graphs and
+reset `for:` clauses; past that they are dropped rather than shown as fresh. The success gauge
+and the last-success timestamp say what happened in any case.
+
+Queues: the static `-Q` list, plus queues found in workers' `active_queues`, plus (optionally)
+Redis binding sets. A found queue is kept while a worker consumes it or it holds messages and is
+forgotten `queue_expiry` seconds after the last of those; static queues are never forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import kombu.exceptions
+from celery import Celery
+
+from .broker import ProbeError, QueueProbe, QueueReading, describe_error, make_probe
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_INTERVALS = 2
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """What one worker told the last inspect round."""
+
+    node: str
+    queues: tuple[str, ...] = ()
+    concurrency: int | None = None
+    processes: int | None = None
+    user_cpu_seconds: float | None = None
+    system_cpu_seconds: float | None = None
+    max_rss_bytes: int | None = None
+
+
+class Inspector(Protocol):
+    def round(self) -> dict[str, WorkerStats]:
+        """Every replying worker's stats; ProbeError when the broker cannot be asked."""
+
+
+def parse_replies(
+    active_queues: Mapping[str, Any] | None, stats: Mapping[str, Any] | None
+) -> dict[str, WorkerStats]:
+    """Inspect replies -> WorkerStats per node; malformed parts are left out, not raised."""
+    active_queues, stats = active_queues or {}, stats or {}
+    workers: dict[str, WorkerStats] = {}
+    for node in sorted({*active_queues, *stats}):
+        replies = active_queues.get(node)
+        queues = tuple(
+            dict.fromkeys(
+                q["name"] for q in (replies if isinstance(replies, list) else [])
+                if isinstance(q, dict) and isinstance(q.get("name"), str)
+            )
+        )  # fmt: skip
+        stat = _mapping(stats.get(node))
+        pool, rusage = _mapping(stat.get("pool")), _mapping(stat.get("rusage"))
+        concurrency = _number(pool.get("max-concurrency"), int)
+        processes = pool.get("processes")
+        maxrss = _number(rusage.get("maxrss"), int)
+        workers[node] = WorkerStats(
+            node=node,
+            queues=queues,
+            concurrency=concurrency,
+            processes=len(processes) if isinstance(processes, list) else concurrency,
+            user_cpu_seconds=_number(rusage.get("utime"), float),
+            system_cpu_seconds=_number(rusage.get("stime"), float),
+            # getrusage reports ru_maxrss in KiB on Linux, where workers run.
+            max_rss_bytes=maxrss * 1024 if maxrss is not None else None,
+        )
+    return workers
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return kind(value)
+
+
+class CeleryInspector:
+    """One `active_queues` + `stats` broadcast round on a fresh, time-bounded connection."""
+
+    def __init__(self, app: Celery, timeout: float, connect_timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+
+    def round(self) -> dict[str, WorkerStats]:
+        conn = self.app.connection_for_read(connect_timeout=self.connect_timeout, heartbeat=0)
+        errors = (
+            *conn.connection_errors, *conn.channel_errors,
+            kombu.exceptions.OperationalError, OSError,
+        )  # fmt: skip
+        try:
+            conn.connect()
+            inspect = self.app.control.inspect(timeout=self.timeout, connection=conn)
+            return parse_replies(inspect.active_queues(), inspect.stats())
+        except errors as exc:
+            raise ProbeError(describe_error(exc)) from exc
+        finally:
+            try:
+                conn.release()
+            except errors as exc:
+                log.debug("closing the inspect connection: %s", describe_error(exc))
+
+
+class OutageLog:
+    """Logs a failure once when it starts and once when it ends, not on every retry."""
+
+    def __init__(self, what: str, clock: Callable[[], float]) -> None:
+        self.what = what
+        self.clock = clock
+        self.since: float | None = None
+
+    def failed(self, reason: str) -> None:
+        if self.since is None:
+            self.since = self.clock()
+            log.warning("%s failing: %s", self.what, reason)
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            log.warning("%s recovered after %.1fs", self.what, self.clock() - self.since)
+            self.since = None
+
+
+@dataclass(frozen=True)
+class PollView:
+    """What a scrape shows, with staleness already applied. None: nothing to show."""
+
+    queues: tuple[str, ...] = ()
+    lengths: Mapping[str, int] | None = None
+    unacked: Mapping[str, int] | None = None
+    consumers: Mapping[str, int] | None = None
+    workers_per_queue: Mapping[str, int] | None = None
+    processes_per_queue: Mapping[str, int] | None = None
+    length_supported: bool = True
+    poll_success: bool | None = None
+    poll_duration: float | None = None
+    poll_last_success: float | None = None
+    inspect_success: bool | None = None
+    inspect_last_success: float | None = None
+    workers: tuple[WorkerStats, ...] = ()
+
+
+@dataclass
+class _State:
+    reading: QueueReading | None = None
+    reading_at: float | None = None
+    poll_success: bool | None = None
+    poll_duration: float | None = None
+    workers: dict[str, WorkerStats] = field(default_factory=dict)
+    workers_at: float | None = None
+    inspect_success: bool | None = None
+    found: dict[str, float] = field(default_factory=dict)  # discovered queue -> last seen
+
+
+class QueuePoller:
+    """Polls the broker and the workers on background threads; scrapes read `view()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: Celery,
+        clock: Callable[[], float] = time.time,
+        *,
+        probe: QueueProbe | None = None,
+        inspector: Inspector | None = None,
+        discover_bindings: bool = False,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.probe = probe or make_probe(app, config, discover_bindings)
+        self.inspector: Inspector | None = inspector
+        if inspector is None and config.inspect_interval > 0:
+            self.inspector = CeleryInspector(app, config.inspect_timeout, config.broker_timeout)
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._worker_queues: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._poll_log = OutageLog("broker queue poll", clock)
+        self._inspect_log = OutageLog("worker inspect", clock)
+        if not self.probe.supports_length:
+            log.warning(
+                "the %s transport cannot report queue lengths; queue_length is not exported",
+                self.probe.driver,
+            )
+
+    # --- threads ---
+
+    def start(self) -> None:
+        loops = [("queue-poll", self.poll_queues, self.config.queue_poll_interval)]
+        if self.inspector is not None:
+            loops.append(("inspect", self.inspect_workers, self.config.inspect_interval))
+        for name, once, interval in loops:
+            thread = threading.Thread(
+                target=self._loop, args=(once, interval), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.probe.close()
+
+    def _loop(self, once: Callable[[], None], interval: float) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                once()
+            except Exception:  # the loop's one top-level guard: a bug must not end polling
+                log.exception("unexpected error in %s", threading.current_thread().name)
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    # --- one round each; tests call these directly ---
+
+    def known_queues(self) -> tuple[str, ...]:
+        now = self.clock()
+        with self._lock:
+            found = self._state.found
+            for name in [q for q, seen in found.items() if now - seen > self.config.queue_expiry]:
+                del found[name]
+            return tuple(dict.fromkeys([*self.config.queues, *sorted(found)]))
+
+    def observe_queues(self, names: Iterable[str]) -> None:
+        """Queues seen elsewhere (e.g. task-sent events): polled until they expire."""
+        now = self.clock()
+        with self._lock:
+            for name in names:
+                self._state.found[name] = now
+
+    def poll_queues(self) -> None:
+        started = self.clock()
+        try:
+            self.observe_queues(self.probe.discover())
+            queues = self.known_queues()
+            reading = self.probe.read(queues)
+        except ProbeError as exc:
+            self._poll_log.failed(str(exc))
+            with self._lock:
+                self._state.poll_success = False
+                self._state.poll_duration = self.clock() - started
+            return
+        self._poll_log.succeeded()
+        now = self.clock()
+        with self._lock:
+            for name, length in reading.lengths.items():
+                if length > 0 and name in self._state.found:
+                    self._state.found[name] = now  # a backlog nobody consumes still matters
+            self._state.reading, self._state.reading_at = reading, now
+            self._state.poll_success = True
+            self._state.poll_duration = now - started
+
+    def inspect_workers(self) -> None:
+        if self.inspector is None:
+            return
+        try:
+            workers = self.inspector.round()
+        except ProbeError as exc:
+            self._inspect_log.failed(str(exc))
+            with self._lock:
+                self._state.inspect_success = False
+            return
+        self._inspect_log.succeeded()
+        now = self.clock()
+        queues = MappingProxyType({node: w.queues for node, w in workers.items()})
+        with self._lock:
+            self._state.workers, self._state.workers_at = workers, now
+            self._state.inspect_success = True
+            self._worker_queues = queues
+            for stats in workers.values():
+                for name in stats.queues:
+                    self._state.found[name] = now
+
+    # --- read side ---
+
+    def worker_queues(self) -> Mapping[str, tuple[str, ...]]:
+        """Node name -> queues it consumes, from the last inspect round that answered."""
+        return self._worker_queues
+
+    def view(self) -> PollView:
+        """The latest values for a scrape; no I/O, one short lock."""
+        queues = self.known_queues()
+        now = self.clock()
+        cfg = self.config
+        with self._lock:
+            state = self._state
+            reading, reading_at = state.reading, state.reading_at
+            workers, workers_at = state.workers, state.workers_at
+            poll = (state.poll_success, state.poll_duration)
+            inspect_success = state.inspect_success
+        poll_age = STALE_AFTER_INTERVALS * cfg.queue_poll_interval + cfg.broker_timeout
+        if reading_at is None or now - reading_at > poll_age:
+            reading = None
+        inspect_age = STALE_AFTER_INTERVALS * (cfg.inspect_interval + 2 * cfg.inspect_timeout)
+        if workers_at is None or now - workers_at > inspect_age:
+            workers = {}
+            fresh_workers = False
+        else:
+            fresh_workers = self.inspector is not None
+        per_queue: dict[str, int] = dict.fromkeys(queues, 0)
+        processes: dict[str, int] = dict.fromkeys(queues, 0)
+        for stats in workers.values():
+            for name in stats.queues:
+                if name in per_queue:
+                    per_queue[name] += 1
+                    processes[name] += stats.processes or 0
+        # Each worker holds one consumer per queue it consumes; RabbitMQ counts them itself.
+        consumers: Mapping[str, int] | None = per_queue if fresh_workers else None
+        if reading is not None and reading.consumers is not None:
+            consumers = reading.consumers
+        return PollView(
+            queues=queues,
+            lengths=reading.lengths if reading and self.probe.supports_length else None,
+            unacked=reading.unacked if reading else None,
+            consumers=consumers,
+            workers_per_queue=per_queue if fresh_workers else None,
+            processes_per_queue=processes if fresh_workers else None,
+            length_supported=self.probe.supports_length,
+            poll_success=poll[0],
+            poll_duration=poll[1],
+            poll_last_success=reading_at,
+            inspect_success=inspect_success,
+            inspect_last_success=workers_at,
+            workers=tuple(workers.values()),
+        )

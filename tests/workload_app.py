@@ -1,0 +1,51 @@
+"""The Celery app that integration-test workers run: a few named tasks and one route.
+
+Configured from the environment so a worker subprocess and the test share it: the broker from
+`CE_TEST_BROKER_URL`; task-sent events on unless `CE_TEST_SENT_EVENTS=0`. No result backend.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery
+
+app = Celery("workload", broker=os.environ.get("CE_TEST_BROKER_URL", "memory://"))
+app.conf.update(
+    task_send_sent_event=os.environ.get("CE_TEST_SENT_EVENTS", "1") != "0",
+    worker_send_task_events=True,
+    task_routes={"workload.routed": {"queue": "routed"}},
+    broker_connection_retry_on_startup=True,
+    # Tests that count unacked (prefetched) messages set this to make the count exact.
+    worker_prefetch_multiplier=int(os.environ.get("CE_TEST_PREFETCH_MULTIPLIER", "4")),
+)
+
+
+@app.task(name="workload.add")  # type: ignore[untyped-decorator]
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="workload.fail")  # type: ignore[untyped-decorator]
+def fail() -> None:
+    raise ValueError("boom")
+
+
+@app.task(name="workload.retry_once", bind=True)  # type: ignore[untyped-decorator]
+def retry_once(self: Any) -> str:
+    if self.request.retries < 1:
+        raise self.retry(countdown=1)
+    return "done"
+
+
+@app.task(name="workload.sleep")  # type: ignore[untyped-decorator]
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="workload.routed")  # type: ignore[untyped-decorator]
+def routed() -> str:
+    return "routed"
