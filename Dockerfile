@@ -1,0 +1,42 @@
+# celery-exporter container image.
+#
+#   docker build -t celery-exporter .
+#   docker run --rm -p 9808:9808 -e CE_BROKER_URL=redis://redis:6379/0 celery-exporter
+#
+# Every flag is also an environment variable (CE_BROKER_URL, CE_QUEUES, ...); flags given after
+# the image name are passed to celery-exporter. Keep the listen port in CE_PORT rather than
+# --port: the HEALTHCHECK reads CE_PORT. With --web-config-file serving TLS or basic auth on
+# /healthz, override the HEALTHCHECK (or pass --web-health-without-auth).
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# Installed into a virtualenv that the final stage copies whole, so the image carries neither
+# the source tree nor pip's build leftovers.
+RUN python -m venv /opt/celery-exporter
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN /opt/celery-exporter/bin/pip install .
+
+FROM python:${PYTHON_VERSION}-slim
+LABEL org.opencontainers.image.title="celery-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Celery" \
+      org.opencontainers.image.source="https://github.com/celery-exporter/celery-exporter" \
+      org.opencontainers.image.licenses="MIT"
+ENV PATH=/opt/celery-exporter/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CE_PORT=9808
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin exporter
+COPY --from=build /opt/celery-exporter /opt/celery-exporter
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 9808
+# The slim image has no curl; Python is there anyway. Any error (refused, timeout, non-2xx)
+# raises, and an uncaught exception exits 1, which Docker reads as unhealthy.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CE_PORT', '9808') + '/healthz', timeout=4).close()"]
+ENTRYPOINT ["celery-exporter"]
