@@ -1,0 +1,336 @@
+"""QueuePoller and PollCollector with a fake clock, a scripted probe and a scripted inspector:
+staleness, queue discovery and expiry, worker stats, failure logging, disabled metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery import Celery
+from kombu.entity import Exchange, Queue
+from prometheus_client.registry import CollectorRegistry
+
+from celery_exporter.broker import (
+    KombuQueueProbe,
+    ProbeError,
+    QueueProbe,
+    QueueReading,
+    RedisQueueProbe,
+    make_probe,
+)
+from celery_exporter.config import Config
+from celery_exporter.metrics import FamilyFactory
+from celery_exporter.poll_collector import PollCollector
+from celery_exporter.poller import QueuePoller, WorkerStats, parse_replies
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedProbe(QueueProbe):
+    """Answers with `lengths` (or raises while `down`); records what it was asked."""
+
+    def __init__(self, lengths: dict[str, int], supported: bool = True) -> None:
+        self.lengths = lengths
+        self.down = False
+        self.asked: list[tuple[str, ...]] = []
+        self.supports_length = supported
+
+    def read(self, queues: Sequence[str]) -> QueueReading:
+        self.asked.append(tuple(queues))
+        if self.down:
+            raise ProbeError("ConnectionError: refused")
+        return QueueReading(
+            lengths={q: self.lengths.get(q, 0) for q in queues},
+            unacked={q: 1 for q in queues},
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedInspector:
+    def __init__(self, workers: dict[str, WorkerStats]) -> None:
+        self.workers = workers
+        self.down = False
+
+    def round(self) -> dict[str, WorkerStats]:
+        if self.down:
+            raise ProbeError("OperationalError: timed out")
+        return dict(self.workers)
+
+
+STATS = {
+    "w1@host-a": {
+        "pool": {"max-concurrency": 4, "processes": [11, 12, 13, 14]},
+        "rusage": {"utime": 1.5, "stime": 0.25, "maxrss": 2048},
+    }
+}
+ACTIVE = {"w1@host-a": [{"name": "alpha"}, {"name": "beta"}]}
+
+
+def make(
+    queues: tuple[str, ...] = ("static",),
+    lengths: dict[str, int] | None = None,
+    workers: dict[str, WorkerStats] | None = None,
+    **config: Any,
+) -> tuple[QueuePoller, ScriptedProbe, ScriptedInspector, FakeClock, CollectorRegistry]:
+    cfg = Config(
+        broker_url="memory://",
+        queues=queues,
+        queue_poll_interval=5.0,
+        broker_timeout=3.0,
+        inspect_interval=30.0,
+        inspect_timeout=2.0,
+        queue_expiry=100.0,
+        **config,
+    )
+    clock = FakeClock()
+    probe = ScriptedProbe(lengths or {})
+    inspector = ScriptedInspector(workers or {})
+    poller = QueuePoller(cfg, Celery(set_as_current=False), clock, probe=probe, inspector=inspector)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        PollCollector(
+            poller, FamilyFactory(cfg.metric_prefix, cfg.static_labels, cfg.disabled_metrics)
+        )
+    )
+    return poller, probe, inspector, clock, registry
+
+
+def length(registry: CollectorRegistry, queue: str) -> float | None:
+    return registry.get_sample_value("celery_queue_length", {"queue_name": queue})
+
+
+def test_parse_replies_reads_pool_and_rusage() -> None:
+    workers = parse_replies(ACTIVE, STATS)
+    w = workers["w1@host-a"]
+    assert w.queues == ("alpha", "beta")
+    assert (w.concurrency, w.processes) == (4, 4)
+    assert (w.user_cpu_seconds, w.system_cpu_seconds) == (1.5, 0.25)
+    assert w.max_rss_bytes == 2048 * 1024  # ru_maxrss is KiB on Linux
+
+
+def test_parse_replies_tolerates_garbage() -> None:
+    workers = parse_replies({"a@h": "nonsense", "b@h": [{"name": 3}, "x"]}, {"a@h": {"pool": 5}})
+    assert workers["a@h"] == WorkerStats(node="a@h")
+    assert workers["b@h"].queues == ()
+    assert parse_replies(None, None) == {}
+
+
+def test_lengths_are_served_within_two_intervals_then_dropped() -> None:
+    poller, probe, _, clock, registry = make(lengths={"static": 7})
+    assert length(registry, "static") is None  # nothing polled yet: no made-up zero
+    poller.poll_queues()
+    assert length(registry, "static") == 7
+    assert registry.get_sample_value("celery_exporter_queue_poll_success") == 1
+    assert registry.get_sample_value("celery_queue_unacked_messages", {"queue_name": "static"}) == 1
+    probe.down = True
+    clock.now += 5
+    poller.poll_queues()
+    assert registry.get_sample_value("celery_exporter_queue_poll_success") == 0
+    assert registry.get_sample_value(
+        "celery_exporter_queue_poll_last_success_timestamp_seconds"
+    ) == pytest.approx(1000.0)
+    clock.now = 1000.0 + 2 * 5 + 3  # 2 intervals + the timeout: still served
+    assert length(registry, "static") == 7
+    clock.now += 0.01
+    assert length(registry, "static") is None
+    assert (
+        registry.get_sample_value("celery_queue_unacked_messages", {"queue_name": "static"}) is None
+    )
+    probe.down = False
+    poller.poll_queues()
+    assert length(registry, "static") == 7
+    assert registry.get_sample_value("celery_exporter_queue_poll_success") == 1
+
+
+def test_failure_is_logged_once_when_it_starts_and_once_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller, probe, _, clock, _ = make()
+    probe.down = True
+    with caplog.at_level(logging.INFO, logger="celery_exporter.poller"):
+        for _ in range(5):
+            poller.poll_queues()
+            clock.now += 5
+        probe.down = False
+        poller.poll_queues()
+        poller.poll_queues()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "broker queue poll failing: ConnectionError: refused",
+        "broker queue poll recovered after 25.0s",
+    ]
+
+
+def test_worker_queues_are_discovered_and_expire_but_static_ones_do_not() -> None:
+    workers = parse_replies(ACTIVE, STATS)
+    poller, probe, inspector, clock, registry = make(workers=workers)
+    poller.inspect_workers()
+    poller.poll_queues()
+    assert probe.asked[-1] == ("static", "alpha", "beta")
+    assert dict(poller.worker_queues()) == {"w1@host-a": ("alpha", "beta")}
+    assert length(registry, "alpha") == 0
+    inspector.workers = {}  # the worker went away
+    clock.now += 50
+    poller.inspect_workers()
+    assert dict(poller.worker_queues()) == {}
+    assert poller.known_queues() == ("static", "alpha", "beta")
+    clock.now = 1000.0 + 100  # exactly queue_expiry after last seen: kept
+    assert poller.known_queues() == ("static", "alpha", "beta")
+    clock.now += 0.5
+    assert poller.known_queues() == ("static",)
+    clock.now += 10_000
+    assert poller.known_queues() == ("static",)
+
+
+def test_a_discovered_queue_with_a_backlog_does_not_expire() -> None:
+    poller, _, inspector, clock, _ = make(
+        lengths={"alpha": 3}, workers=parse_replies(ACTIVE, STATS)
+    )
+    poller.inspect_workers()
+    inspector.workers = {}
+    for _ in range(5):
+        clock.now += 60
+        poller.inspect_workers()
+        poller.poll_queues()
+    assert "alpha" in poller.known_queues()  # still 3 messages waiting: keep reporting them
+    assert "beta" not in poller.known_queues()
+
+
+def test_worker_and_per_queue_metrics_from_inspect() -> None:
+    workers = parse_replies(
+        {**ACTIVE, "w2@host-a": [{"name": "alpha"}]},
+        {**STATS, "w2@host-a": {"pool": {"max-concurrency": 2}}},
+    )
+    poller, _, inspector, clock, registry = make(workers=workers)
+    poller.inspect_workers()
+    w1 = {"hostname": "host-a", "worker": "w1@host-a"}
+    assert registry.get_sample_value("celery_worker_concurrency", w1) == 4
+    assert (
+        registry.get_sample_value("celery_worker_cpu_seconds_total", {**w1, "mode": "user"}) == 1.5
+    )
+    assert (
+        registry.get_sample_value("celery_worker_cpu_seconds_total", {**w1, "mode": "system"})
+        == 0.25
+    )
+    assert registry.get_sample_value("celery_worker_max_rss_bytes", w1) == 2048 * 1024
+    alpha, beta = {"queue_name": "alpha"}, {"queue_name": "beta"}
+    assert registry.get_sample_value("celery_active_worker_count", alpha) == 2
+    assert registry.get_sample_value("celery_active_process_count", alpha) == 6
+    assert registry.get_sample_value("celery_active_consumer_count", alpha) == 2
+    assert registry.get_sample_value("celery_active_worker_count", beta) == 1
+    assert registry.get_sample_value("celery_active_worker_count", {"queue_name": "static"}) == 0
+    assert registry.get_sample_value("celery_exporter_inspect_success") == 1
+    inspector.down = True
+    clock.now += 30
+    poller.inspect_workers()
+    assert registry.get_sample_value("celery_exporter_inspect_success") == 0
+    assert registry.get_sample_value("celery_active_worker_count", alpha) == 2  # within grace
+    clock.now = 1000.0 + 2 * (30 + 2 * 2) + 1
+    assert registry.get_sample_value("celery_active_worker_count", alpha) is None
+    assert registry.get_sample_value("celery_worker_concurrency", w1) is None
+    assert registry.get_sample_value(
+        "celery_exporter_inspect_last_success_timestamp_seconds"
+    ) == pytest.approx(1000.0)
+
+
+def test_worker_queues_is_an_immutable_snapshot() -> None:
+    poller, _, inspector, _, _ = make(workers=parse_replies(ACTIVE, STATS))
+    poller.inspect_workers()
+    snapshot = poller.worker_queues()
+    with pytest.raises(TypeError):
+        snapshot["x@y"] = ("q",)  # type: ignore[index]
+    inspector.workers = {}
+    poller.inspect_workers()
+    assert dict(snapshot) == {"w1@host-a": ("alpha", "beta")}  # a reader's copy never changes
+
+
+def test_inspect_interval_zero_switches_inspect_off() -> None:
+    cfg = Config(broker_url="memory://", inspect_interval=0)
+    poller = QueuePoller(cfg, Celery(set_as_current=False), FakeClock())
+    assert poller.inspector is None
+    poller.inspect_workers()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PollCollector(poller, FamilyFactory()))
+    assert registry.get_sample_value("celery_exporter_inspect_success") is None
+
+
+def test_disabled_metrics_and_prefix_and_static_labels() -> None:
+    poller, _, _, _, _ = make(lengths={"static": 2})
+    poller.poll_queues()
+    registry = CollectorRegistry(auto_describe=False)
+    factory = FamilyFactory("x_", [("env", "prod")], {"queue_unacked_messages"})
+    registry.register(PollCollector(poller, factory))
+    assert registry.get_sample_value("x_queue_length", {"queue_name": "static", "env": "prod"}) == 2
+    assert (
+        registry.get_sample_value(
+            "x_queue_unacked_messages", {"queue_name": "static", "env": "prod"}
+        )
+        is None
+    )
+
+
+def test_unsupported_transport_says_so_and_exports_no_lengths(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = Config(broker_url="memory://", queues=("q",), inspect_interval=0)
+    probe = ScriptedProbe({}, supported=False)
+    with caplog.at_level(logging.WARNING):
+        poller = QueuePoller(cfg, Celery(set_as_current=False), FakeClock(), probe=probe)
+    assert any("cannot report queue lengths" in r.getMessage() for r in caplog.records)
+    poller.poll_queues()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PollCollector(poller, FamilyFactory()))
+    assert registry.get_sample_value("celery_exporter_queue_length_supported") == 0
+    assert registry.get_sample_value("celery_queue_length", {"queue_name": "q"}) is None
+    assert registry.get_sample_value("celery_exporter_queue_poll_success") is None
+
+
+def test_kombu_probe_on_the_memory_transport_counts_and_reads_missing_as_zero() -> None:
+    app = Celery(set_as_current=False, broker="memory://")
+    cfg = Config(broker_url="memory://")
+    probe = make_probe(app, cfg)
+    assert isinstance(probe, KombuQueueProbe)
+    assert probe.supports_length
+    queue = Queue("mem-q", Exchange("mem-q"), "mem-q")
+    with app.connection_for_write() as conn, conn.Producer() as producer:
+        for n in range(3):
+            producer.publish(
+                {"n": n}, exchange=queue.exchange, routing_key="mem-q", declare=[queue]
+            )
+    try:
+        reading = probe.read(["mem-q", "never-declared"])
+    finally:
+        probe.close()
+    assert reading.lengths == {"mem-q": 3, "never-declared": 0}
+
+
+def test_redis_keys_follow_kombu_sep_steps_and_prefix() -> None:
+    channel = SimpleNamespace(global_keyprefix="p:", sep="|", priority_steps=[0, 5])
+    assert RedisQueueProbe.queue_keys(channel, "q") == ["p:q", "p:q|5"]
+
+
+def test_redis_unacked_routes_map_through_bindings() -> None:
+    probe = RedisQueueProbe(Celery(set_as_current=False), 1.0)
+    values = [
+        '[{"body": ""}, "", "alpha"]',
+        '[{"body": ""}, "jobs", "rk.beta"]',
+        '[{"body": ""}, "jobs", "rk.beta"]',
+        "not json",
+    ]
+    routes = probe._unacked_routes(values)
+    assert routes == {("", "alpha"): 1, ("jobs", "rk.beta"): 2}
+    probe._bindings["jobs"] = probe._parse_bindings("\x06\x16", {b"rk.beta\x06\x16\x06\x16beta"})
+    assert probe._queue_for("jobs", "rk.beta") == "beta"
+    assert probe._queue_for("", "alpha") == "alpha"
+    assert probe._queue_for("other", "gamma") == "gamma"  # no binding known: the routing key
