@@ -288,7 +288,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "exporter_inspect_success",
         "gauge",
-        "1 if the last inspect round (active_queues, stats) completed, even with no workers replying, else 0.",
+        "1 if the last inspect round (active_queues, stats) completed, even with no worker "
+        "replying, else 0.",
     ),
     MetricSpec(
         "exporter_inspect_last_success_timestamp_seconds",
