@@ -22,104 +22,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
 
-import kombu.exceptions
 from celery import Celery
 
-from .broker import ProbeError, QueueProbe, QueueReading, describe_error, make_probe
+from .broker import ProbeError, QueueProbe, QueueReading, make_probe
 from .config import Config
+from .inspector import CeleryInspector, Inspector, WorkerStats
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER_INTERVALS = 2
-
-
-@dataclass(frozen=True)
-class WorkerStats:
-    """What one worker told the last inspect round."""
-
-    node: str
-    queues: tuple[str, ...] = ()
-    concurrency: int | None = None
-    processes: int | None = None
-    user_cpu_seconds: float | None = None
-    system_cpu_seconds: float | None = None
-    max_rss_bytes: int | None = None
-
-
-class Inspector(Protocol):
-    def round(self) -> dict[str, WorkerStats]:
-        """Every replying worker's stats; ProbeError when the broker cannot be asked."""
-
-
-def parse_replies(
-    active_queues: Mapping[str, Any] | None, stats: Mapping[str, Any] | None
-) -> dict[str, WorkerStats]:
-    """Inspect replies -> WorkerStats per node; malformed parts are left out, not raised."""
-    active_queues, stats = active_queues or {}, stats or {}
-    workers: dict[str, WorkerStats] = {}
-    for node in sorted({*active_queues, *stats}):
-        replies = active_queues.get(node)
-        queues = tuple(
-            dict.fromkeys(
-                q["name"] for q in (replies if isinstance(replies, list) else [])
-                if isinstance(q, dict) and isinstance(q.get("name"), str)
-            )
-        )  # fmt: skip
-        stat = _mapping(stats.get(node))
-        pool, rusage = _mapping(stat.get("pool")), _mapping(stat.get("rusage"))
-        concurrency = _number(pool.get("max-concurrency"), int)
-        processes = pool.get("processes")
-        maxrss = _number(rusage.get("maxrss"), int)
-        workers[node] = WorkerStats(
-            node=node,
-            queues=queues,
-            concurrency=concurrency,
-            processes=len(processes) if isinstance(processes, list) else concurrency,
-            user_cpu_seconds=_number(rusage.get("utime"), float),
-            system_cpu_seconds=_number(rusage.get("stime"), float),
-            # getrusage reports ru_maxrss in KiB on Linux, where workers run.
-            max_rss_bytes=maxrss * 1024 if maxrss is not None else None,
-        )
-    return workers
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return kind(value)
-
-
-class CeleryInspector:
-    """One `active_queues` + `stats` broadcast round on a fresh, time-bounded connection."""
-
-    def __init__(self, app: Celery, timeout: float, connect_timeout: float) -> None:
-        self.app = app
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-
-    def round(self) -> dict[str, WorkerStats]:
-        conn = self.app.connection_for_read(connect_timeout=self.connect_timeout, heartbeat=0)
-        errors = (
-            *conn.connection_errors, *conn.channel_errors,
-            kombu.exceptions.OperationalError, OSError,
-        )  # fmt: skip
-        try:
-            conn.connect()
-            inspect = self.app.control.inspect(timeout=self.timeout, connection=conn)
-            return parse_replies(inspect.active_queues(), inspect.stats())
-        except errors as exc:
-            raise ProbeError(describe_error(exc)) from exc
-        finally:
-            try:
-                conn.release()
-            except errors as exc:
-                log.debug("closing the inspect connection: %s", describe_error(exc))
 
 
 class OutageLog:

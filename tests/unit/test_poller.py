@@ -22,9 +22,10 @@ from celery_exporter.broker import (
     make_probe,
 )
 from celery_exporter.config import Config
+from celery_exporter.inspector import WorkerStats, parse_replies
 from celery_exporter.metrics import FamilyFactory
 from celery_exporter.poll_collector import PollCollector
-from celery_exporter.poller import QueuePoller, WorkerStats, parse_replies
+from celery_exporter.poller import QueuePoller
 
 
 class FakeClock:
