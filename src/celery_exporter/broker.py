@@ -281,7 +281,9 @@ class AmqpQueueProbe(QueueProbe):
     def _read(self, conn: Any, queues: Sequence[str]) -> QueueReading:
         lengths: dict[str, int] = {}
         consumers: dict[str, int] = {}
-        channel: Any = None
+        # Open a channel even with no queues to read: that round trip is what tells a dead
+        # node from a quiet one, so the poll never reports success through an outage.
+        channel: Any = conn.channel()
         try:
             for queue in queues:
                 if channel is None:

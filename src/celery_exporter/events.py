@@ -6,7 +6,6 @@ BadEvent with a short reason, which the tracker counts in exporter_event_errors_
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -38,7 +37,14 @@ def label_text(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadEvent(f"bad_{field}")
     if len(value) > MAX_LABEL_LENGTH:
-        return value[:MAX_LABEL_LENGTH]
+        value = value[:MAX_LABEL_LENGTH]
+    if not value.isascii():
+        # JSON can carry a lone surrogate ("\ud800"); such a label could never be written
+        # out as UTF-8 and would turn every later scrape into an error.
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise BadEvent(f"bad_{field}") from None
     return value
 
 
@@ -52,11 +58,15 @@ def exception_class(exception: Any) -> str:
     return match.group(1)[:MAX_LABEL_LENGTH]
 
 
-def timestamp_of(event: dict[str, Any]) -> float:
+def timestamp_of(event: dict[str, Any], now: float) -> float:
     """The sender's Unix time. Never localised: time.time() is zone-free, so durations
-    between two hosts in different zones are right without undoing Celery's utcoffset shift."""
+    between two hosts in different zones are right without undoing Celery's utcoffset shift.
+    A time more than MAX_DURATION from the exporter's clock is a broken clock: rejected, so
+    that it cannot put decades into a histogram's sum."""
     value = event.get("timestamp")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadEvent("bad_timestamp")
+    if not abs(value - now) <= MAX_DURATION:  # also rejects NaN and infinities
         raise BadEvent("bad_timestamp")
     return float(value)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import Config
 from .events import (
+    MAX_DURATION,
     BadEvent,
     duration,
     eta_timestamp,
@@ -164,7 +165,7 @@ class Tracker:
 
     def _task_sent(self, event: dict[str, Any], now: float) -> None:
         uuid = self._uuid(event)
-        sent_at = timestamp_of(event)
+        sent_at = timestamp_of(event, now)
         eta = eta_timestamp(event.get("eta"))
         queue = event.get("queue") or event.get("routing_key")
         queue = label_text(queue, "queue") if queue is not None else None
@@ -224,13 +225,15 @@ class Tracker:
             record.eta = eta
 
     def _task_started(self, event: dict[str, Any], now: float) -> None:
-        started_at = timestamp_of(event)
+        started_at = timestamp_of(event, now)
         _, record, labels = self._worker_task(event, "started", now)
         record.started_at = started_at
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.
-            self._queue_wait.observe(labels, max(0.0, started_at - ready_at))
+            wait = max(0.0, started_at - ready_at)
+            if wait <= MAX_DURATION:  # a far-future ETA or clock is not a wait to average
+                self._queue_wait.observe(labels, wait)
 
     def _task_succeeded(self, event: dict[str, Any], now: float) -> None:
         runtime = event.get("runtime")
@@ -241,7 +244,7 @@ class Tracker:
         del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
 
     def _task_failed(self, event: dict[str, Any], now: float) -> None:
-        failed_at = timestamp_of(event)
+        failed_at = timestamp_of(event, now)
         uuid, record, labels = self._worker_task(event, "failed", now)
         name, host, queue = labels
         failed = (name, host, exception_class(event.get("exception")), queue)
@@ -249,7 +252,9 @@ class Tracker:
         counts[failed] = counts.get(failed, 0) + 1
         if record.started_at is not None:
             # Both times come from the worker's own clock, so no skew between hosts.
-            self._failed_runtime.observe(labels, max(0.0, failed_at - record.started_at))
+            ran = max(0.0, failed_at - record.started_at)
+            if ran <= MAX_DURATION:
+                self._failed_runtime.observe(labels, ran)
         del self._tasks[uuid]
 
     def _task_retried(self, event: dict[str, Any], now: float) -> None:

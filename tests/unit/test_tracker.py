@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client import generate_latest
 
 from celery_exporter.metrics import OVERFLOW, UNKNOWN
 
@@ -330,6 +331,33 @@ def test_malformed_events_are_counted_by_reason_and_good_ones_still_count(
     lifecycle(h, "after")
     assert h.value("celery_exporter_event_errors_total", reason=reason) == 1
     assert h.task("succeeded", "app.add") == 2
+
+
+def test_a_clock_decades_off_is_rejected_before_it_reaches_a_histogram() -> None:
+    h = Harness()
+    h.feed(sent("u1", "app.add", T0), received("u1", "app.add", T0))
+    h.feed(started("u1", T0 + 30 * 365 * 86400))
+    assert h.value("celery_exporter_event_errors_total", reason="bad_timestamp") == 1
+    labels = {"name": "app.add", "hostname": "worker-1", "queue_name": "celery"}
+    assert h.value("celery_task_queue_wait_time_count", **labels) is None
+    assert h.task("started", "app.add") == 0
+
+
+def test_a_task_started_before_its_eta_waits_zero() -> None:
+    h = Harness()
+    h.feed(sent("u1", "app.add", T0, eta="2099-01-01T00:00:00+00:00"))
+    h.feed(received("u1", "app.add", T0), started("u1", T0 + 1))
+    labels = {"name": "app.add", "hostname": "worker-1", "queue_name": "celery"}
+    assert h.task("started", "app.add") == 1
+    assert h.value("celery_task_queue_wait_time_sum", **labels) == 0  # clamped: started early
+
+
+def test_names_that_cannot_be_written_as_utf8_are_rejected() -> None:
+    h = Harness()
+    h.feed(received("u1", "bad\ud800name", T0), received("u2", "ok \u2603 name", T0))
+    assert h.value("celery_exporter_event_errors_total", reason="bad_name") == 1
+    assert h.task("received", "ok \u2603 name") == 1
+    assert b"\xe2\x98\x83" in generate_latest(h.registry)  # the snowman made it out intact
 
 
 def test_custom_event_types_do_not_mint_label_values() -> None:
