@@ -36,16 +36,15 @@ def label_text(value: Any, field: str) -> str:
     """A string fit to be a label value, or BadEvent."""
     if not isinstance(value, str) or not value:
         raise BadEvent(f"bad_{field}")
-    if len(value) > MAX_LABEL_LENGTH:
-        value = value[:MAX_LABEL_LENGTH]
-    if not value.isascii():
+    text: str = value[:MAX_LABEL_LENGTH]
+    if not text.isascii():
         # JSON can carry a lone surrogate ("\ud800"); such a label could never be written
         # out as UTF-8 and would turn every later scrape into an error.
         try:
-            value.encode()
+            text.encode()
         except UnicodeEncodeError:
             raise BadEvent(f"bad_{field}") from None
-    return value
+    return text
 
 
 def exception_class(exception: Any) -> str:
