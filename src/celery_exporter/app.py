@@ -25,6 +25,7 @@ from prometheus_client.registry import CollectorRegistry
 from .collectors import ExporterCollector, ExporterHealth, TrackerCollector
 from .config import Config, ConfigError
 from .consumer import EventConsumer
+from .exposition import SeriesCollector
 from .metrics import FamilyFactory
 from .poll_collector import PollCollector
 from .poller import QueuePoller
@@ -86,16 +87,17 @@ class Exporter:
         self.poller = QueuePoller(config, self.celery_app, clock=time.time)
         self.tracker = Tracker(config, clock=time.time, worker_queues=self.poller.worker_queues)
         factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
-        self.registry.register(
+        self.collectors: list[SeriesCollector] = [
             TrackerCollector(
                 self.tracker, factory, config.runtime_buckets, config.queue_wait_buckets
-            )
-        )
-        self.registry.register(ExporterCollector(self.health, factory))
-        self.registry.register(PollCollector(self.poller, factory))
+            ),
+            ExporterCollector(self.health, factory),
+            PollCollector(self.poller, factory),
+        ]
         web_config = web_config or load_web_config(config.web_config_file)
         app = MetricsApp(
             self.registry,
+            self.collectors,
             self.health,
             web_config,
             config.redacted_broker_url,

@@ -9,16 +9,14 @@ from __future__ import annotations
 import platform
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import celery
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
+from .exposition import Series, SeriesCollector
 from .metrics import FamilyFactory
 from .series import Labels
 from .tracker import Tracker
@@ -27,7 +25,7 @@ from .workers import WorkerView
 LOADAVG_PERIODS = ("1m", "5m", "15m")
 
 
-class TrackerCollector(Collector):
+class TrackerCollector(SeriesCollector):
     """Task, worker and event-stream metrics from the tracker."""
 
     def __init__(
@@ -42,10 +40,7 @@ class TrackerCollector(Collector):
         self._runtime_le = [floatToGoString(b) for b in runtime_buckets]
         self._queue_wait_le = [floatToGoString(b) for b in queue_wait_buckets]
 
-    def describe(self) -> Iterable[Metric]:
-        return []  # registration does no work; names are checked by the tests instead
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[Series]:
         snap = self._tracker.snapshot()
         f = self._factory
         for kind, counts in snap.task_counts.items():
@@ -71,7 +66,7 @@ class TrackerCollector(Collector):
             family.add_metric(f.labels(()), snap.tracked_tasks)
             yield family
 
-    def _counter(self, name: str, counts: dict[Labels, int]) -> Iterator[Metric]:
+    def _counter(self, name: str, counts: dict[Labels, int]) -> Iterator[Series]:
         if not self._factory.enabled(name):
             return
         family = self._factory.new(name)
@@ -81,7 +76,7 @@ class TrackerCollector(Collector):
 
     def _histogram(
         self, name: str, table: dict[Labels, list[float]], les: list[str]
-    ) -> Iterator[Metric]:
+    ) -> Iterator[Series]:
         if not self._factory.enabled(name):
             return
         family = self._factory.new(name)
@@ -93,7 +88,7 @@ class TrackerCollector(Collector):
             family.add_metric(self._factory.labels(labels), buckets, row[-1])
         yield family
 
-    def _workers(self, workers: list[WorkerView]) -> Iterator[Metric]:
+    def _workers(self, workers: list[WorkerView]) -> Iterator[Series]:
         f = self._factory
         gauges = {
             name: f.new(name)
@@ -143,7 +138,7 @@ class ExporterHealth:
             self.http_requests[(handler, str(code))] += 1
 
 
-class ExporterCollector(Collector):
+class ExporterCollector(SeriesCollector):
     """Build info, broker connection state, reconnects and HTTP requests."""
 
     def __init__(self, health: ExporterHealth, factory: FamilyFactory) -> None:
@@ -151,10 +146,7 @@ class ExporterCollector(Collector):
         self._factory = factory
         self._build = (__version__, celery.__version__, platform.python_version())
 
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[Series]:
         f, health = self._factory, self._health
         with health.lock:
             requests = dict(health.http_requests)
@@ -164,7 +156,7 @@ class ExporterCollector(Collector):
             ("exporter_broker_reconnects", (), float(health.reconnects)),
         ]
         values += [("exporter_http_requests", key, float(n)) for key, n in requests.items()]
-        families: dict[str, Any] = {}
+        families: dict[str, Series] = {}
         for name, labels, value in values:
             if not f.enabled(name):
                 continue

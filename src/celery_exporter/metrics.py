@@ -10,13 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
+from .exposition import Series
 
 Kind = Literal["counter", "gauge", "histogram", "info"]
 
@@ -324,17 +320,12 @@ class FamilyFactory:
     def enabled(self, name: str) -> bool:
         return name not in self.disabled
 
-    # Any: the three family classes' add_metric() signatures differ (histograms take buckets).
-    def new(self, name: str) -> Any:
+    def new(self, name: str) -> Series:
         """An empty family for the spec called `name` (prefix-less, without `_total`)."""
         spec = SPECS[name]
-        full = f"{self.prefix}{spec.name}"
-        labels = [*spec.labels, *self.static_names]
-        if spec.kind == "counter":
-            return CounterMetricFamily(full, spec.help, labels=labels)
-        if spec.kind == "histogram":
-            return HistogramMetricFamily(full, spec.help, labels=labels)
-        return GaugeMetricFamily(full, spec.help, labels=labels)
+        return Series(
+            f"{self.prefix}{spec.name}", spec.kind, spec.help, (*spec.labels, *self.static_names)
+        )
 
     def labels(self, values: Sequence[str]) -> list[str]:
         """Label values with the static labels' values appended, in family order."""

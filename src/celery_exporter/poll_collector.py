@@ -1,42 +1,29 @@
 """Custom collector for the poll threads' results: queue, per-queue worker and poll-health metrics.
 
-`collect()` reads `QueuePoller.view()` (in-memory values, one short lock) and builds families;
+`families()` reads `QueuePoller.view()` (in-memory values, one short lock) and builds families;
 it never talks to the broker, so a scrape stays fast and succeeds while the broker is down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, cast
-
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from collections.abc import Iterator, Mapping
 
 from .events import host_of
+from .exposition import Series, SeriesCollector
 from .metrics import FamilyFactory
 from .poller import PollView, QueuePoller
-
-
-class Family(Protocol):
-    """The part of a gauge or counter family we use (FamilyFactory.new types it as Metric)."""
-
-    def add_metric(self, labels: Sequence[str], value: float) -> None: ...
-
 
 CPU_MODES = (("user", "user_cpu_seconds"), ("system", "system_cpu_seconds"))
 
 
-class PollCollector(Collector):
+class PollCollector(SeriesCollector):
     """Queue lengths, unacked messages, consumers, worker pool stats and poll health."""
 
     def __init__(self, poller: QueuePoller, factory: FamilyFactory) -> None:
         self._poller = poller
         self._factory = factory
 
-    def describe(self) -> Iterable[Metric]:
-        return []  # registration does no work
-
-    def collect(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[Series]:
         view = self._poller.view()
         yield from self._per_queue("queue_length", view.queues, view.lengths)
         yield from self._per_queue("queue_unacked_messages", view.queues, view.unacked)
@@ -48,21 +35,21 @@ class PollCollector(Collector):
 
     def _per_queue(
         self, name: str, queues: tuple[str, ...], values: Mapping[str, int] | None
-    ) -> Iterator[Metric]:
+    ) -> Iterator[Series]:
         f = self._factory
         if values is None or not f.enabled(name):
             return
-        family = cast(Family, f.new(name))
+        family = f.new(name)
         for queue in queues:
             value = values.get(queue)
             if value is not None:
                 family.add_metric(f.labels((queue,)), value)
-        yield cast(Metric, family)
+        yield family
 
-    def _workers(self, view: PollView) -> Iterator[Metric]:
+    def _workers(self, view: PollView) -> Iterator[Series]:
         f = self._factory
         names = ("worker_concurrency", "worker_cpu_seconds", "worker_max_rss_bytes")
-        families = {name: cast(Family, f.new(name)) for name in names if f.enabled(name)}
+        families = {name: f.new(name) for name in names if f.enabled(name)}
         if not families or not view.workers:
             return
         for stats in view.workers:
@@ -78,9 +65,9 @@ class PollCollector(Collector):
                         )
             if "worker_max_rss_bytes" in families and stats.max_rss_bytes is not None:
                 families["worker_max_rss_bytes"].add_metric(f.labels(labels), stats.max_rss_bytes)
-        yield from cast(Iterable[Metric], families.values())
+        yield from families.values()
 
-    def _health(self, view: PollView) -> Iterator[Metric]:
+    def _health(self, view: PollView) -> Iterator[Series]:
         values: list[tuple[str, float | None]] = [
             ("exporter_queue_length_supported", 1.0 if view.length_supported else 0.0),
         ]
@@ -97,9 +84,9 @@ class PollCollector(Collector):
         f = self._factory
         for name, value in values:
             if value is not None and f.enabled(name):
-                family = cast(Family, f.new(name))
+                family = f.new(name)
                 family.add_metric(f.labels(()), value)
-                yield cast(Metric, family)
+                yield family
 
 
 def _flag(value: bool | None) -> float | None:

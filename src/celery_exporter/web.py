@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gzip
 import html
+import itertools
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -20,6 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from . import __version__
 from .collectors import ExporterHealth
+from .exposition import SeriesCollector, render
 from .webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,14 @@ class MetricsApp:
     def __init__(
         self,
         registry: CollectorRegistry,
+        collectors: Sequence[SeriesCollector],
         health: ExporterHealth,
         web_config: WebConfig,
         broker_url_redacted: str,
         health_without_auth: bool = False,
     ) -> None:
-        self._registry = registry
+        self._registry = registry  # the standard process_* and python_* collectors
+        self._collectors = collectors  # ours, rendered by the fast writer
         self._health = health
         self._auth = BasicAuth(web_config.users)
         self._headers = list(web_config.headers.items())
@@ -76,7 +80,13 @@ class MetricsApp:
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(self._registry)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        standard = encoder(self._registry)
+        if openmetrics:
+            standard = standard.removesuffix(b"# EOF\n")  # ours come after; EOF goes last
+        families = itertools.chain.from_iterable(c.families() for c in self._collectors)
+        ours = render(families, openmetrics).encode("utf-8", "replace")
+        body = b"".join((standard, ours, b"# EOF\n" if openmetrics else b""))
         headers = []
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "") and len(body) >= GZIP_MIN_BYTES:
             body = gzip.compress(body, compresslevel=1)  # fast: scrapes are frequent

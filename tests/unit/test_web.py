@@ -24,10 +24,9 @@ def health() -> ExporterHealth:
 
 @pytest.fixture
 def app(health: ExporterHealth) -> MetricsApp:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(health, FamilyFactory()))
     web = WebConfig(ssl_context=None, users={}, headers={})
-    return MetricsApp(registry, health, web, "redis://:***@broker:6379/0")
+    collectors = [ExporterCollector(health, FamilyFactory())]
+    return MetricsApp(CollectorRegistry(), collectors, health, web, "redis://:***@broker:6379/0")
 
 
 def get(app: MetricsApp, path: str, **headers: str) -> Response:
