@@ -9,7 +9,6 @@ logged once when it starts and once when it ends.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -26,6 +25,7 @@ from kombu.message import Message
 
 from .collectors import ExporterHealth
 from .config import redact_url
+from .json_decode import loads
 from .tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class EventConsumer:
         body: Any
         try:
             if message.content_type == "application/json":
-                body = json.loads(message.body)
+                body = loads(message.body)
             else:
                 body = message.decode()  # honours --accept-content
         except Exception:  # the guard around one message: count it and go on

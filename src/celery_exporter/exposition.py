@@ -77,6 +77,9 @@ def render(families: Iterable[Series], openmetrics: bool = False) -> str:
     """Families as exposition text (without OpenMetrics' closing `# EOF`)."""
     out: list[str] = []
     append = out.append
+    # The same (name, hostname, queue_name) set labels 8 counters and 3 histograms: escape it
+    # once per scrape, not once per family.
+    pairs_of: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     for series in families:
         name, kind = series.name, series.kind
         sample_name = f"{name}_total" if kind == "counter" else name
@@ -85,9 +88,11 @@ def render(families: Iterable[Series], openmetrics: bool = False) -> str:
         append(f"# TYPE {family_name} {kind}\n")
         label_names = series.labels
         for values, value in series.samples:
-            append(f"{sample_name}{_label_block(label_names, values)} {_number(value)}\n")
+            pairs = _cached_pairs(pairs_of, label_names, values)
+            block = f"{{{pairs}}}" if pairs else ""
+            append(f"{sample_name}{block} {_number(value)}\n")
         for values, buckets, total in series.histograms:
-            pairs = _label_pairs(label_names, values)
+            pairs = _cached_pairs(pairs_of, label_names, values)
             prefix = f'{name}_bucket{{{pairs}{"," if pairs else ""}le="'
             count = 0.0
             for le, cumulative in buckets:
@@ -99,12 +104,18 @@ def render(families: Iterable[Series], openmetrics: bool = False) -> str:
     return "".join(out)
 
 
-def _label_pairs(names: Sequence[str], values: Sequence[str]) -> str:
-    return ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True))
-
-
-def _label_block(names: Sequence[str], values: Sequence[str]) -> str:
-    return f"{{{_label_pairs(names, values)}}}" if names else ""
+def _cached_pairs(
+    cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str],
+    names: tuple[str, ...],
+    values: Sequence[str],
+) -> str:
+    key = (names, tuple(values))
+    pairs = cache.get(key)
+    if pairs is None:
+        pairs = cache[key] = ",".join(
+            f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True)
+        )
+    return pairs
 
 
 def _escape_label(value: str) -> str:
