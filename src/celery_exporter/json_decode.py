@@ -16,6 +16,8 @@ try:
 except ImportError:  # pragma: no cover - a dependency, but the exporter runs without it
     orjson = None  # type: ignore[assignment]
 
+FAST = orjson is not None
+
 
 def loads(data: bytes | str) -> Any:
     """Decode one message body; raises ValueError when it is not JSON at all."""
