@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import ssl
+import sys
 import threading
 import time
 from types import FrameType
@@ -34,6 +35,11 @@ from .web import MetricsApp, build_server
 from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
+
+# While the event thread drains at full speed, a scrape thread waits up to a whole switch
+# interval (5 ms by default) each time it wants the GIL back. 0.5 ms halved scrape p99 while
+# draining (123 -> 65 ms) at no measurable cost to ingest (bench/README.md).
+GIL_SWITCH_INTERVAL = 0.0005
 
 SSL_CERT_REQS = {
     "CERT_NONE": ssl.CERT_NONE,
@@ -115,6 +121,7 @@ class Exporter:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         for name, target in (
             ("http", self.server.serve_forever),
             ("events", lambda: self.consumer.run(self.stop_event)),
