@@ -156,7 +156,11 @@ class ExporterCollector(SeriesCollector):
             ("exporter_broker_reconnects", (), float(health.reconnects)),
         ]
         values += [("exporter_http_requests", key, float(n)) for key, n in requests.items()]
-        families: dict[str, Series] = {}
+        # Present from the first scrape, before any request was counted, so that rules on it
+        # see the family rather than nothing.
+        families: dict[str, Series] = {
+            name: f.new(name) for name in ("exporter_http_requests",) if f.enabled(name)
+        }
         for name, labels, value in values:
             if not f.enabled(name):
                 continue
