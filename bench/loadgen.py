@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.stream import BATCH_LIMIT, EventStream, Message, StreamSpec, event_types, take
 
@@ -54,6 +55,18 @@ class PublishReport:
         self.by_type.update(other.by_type)
 
 
+def publish_message(producer: Any, exchange: str, message: Message) -> None:
+    """Publish one event message the way Celery's EventDispatcher does."""
+    producer.publish(
+        message.body,
+        routing_key=message.routing_key,
+        exchange=exchange,
+        serializer="json",
+        headers={"hostname": message.hostname},
+        delivery_mode=1,
+    )
+
+
 def run_job(job: PublishJob) -> PublishReport:
     """Publish one process's share. Also the multiprocessing entry point."""
     from celery.events.event import get_exchange
@@ -76,14 +89,7 @@ def run_job(job: PublishJob) -> PublishReport:
         limited = take(body, job.events) if job.events is not None else body
 
         def send(message: Message) -> None:
-            producer.publish(
-                message.body,
-                routing_key=message.routing_key,
-                exchange=exchange.name,
-                serializer="json",
-                headers={"hostname": message.hostname},
-                delivery_mode=1,
-            )
+            publish_message(producer, exchange.name, message)
             report.events += message.events
             report.messages += 1
             report.by_type.update(event_types(message))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from .consumers import ConsumerProcess, count_samples
-from .loadgen import PublishReport, split_jobs
+from .loadgen import PublishReport, publish_message, split_jobs
 from .loadgen import publish as publish_jobs
 from .stream import EventStream, Message, StreamSpec
 
@@ -327,14 +327,7 @@ def event_latency(consumer: ConsumerProcess, broker: Broker, rounds: int) -> Lat
             base = consumer.count()
             message = next(beats)
             sent = time.perf_counter()
-            producer.publish(
-                message.body,
-                routing_key=message.routing_key,
-                exchange=exchange.name,
-                serializer="json",
-                headers={"hostname": message.hostname},
-                delivery_mode=1,
-            )
+            publish_message(producer, exchange.name, message)
             deadline = sent + 5.0
             while consumer.count() <= base and time.perf_counter() < deadline:
                 time.sleep(0.002)
