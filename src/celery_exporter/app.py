@@ -100,7 +100,8 @@ class Exporter:
             ExporterCollector(self.health, factory),
             PollCollector(self.poller, factory),
         ]
-        web_config = web_config or load_web_config(config.web_config_file)
+        if web_config is None:
+            web_config = load_web_config(config.web_config_file)
         app = MetricsApp(
             self.registry,
             self.collectors,

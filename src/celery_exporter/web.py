@@ -20,9 +20,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from . import __version__
+from .basic_auth import CHALLENGE, BasicAuth
 from .collectors import ExporterHealth
 from .exposition import SeriesCollector, render
-from .webconfig import BasicAuth, WebConfig
+from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class MetricsApp:
                 401,
                 b"Unauthorized\n",
                 "text/plain",
-                [("WWW-Authenticate", 'Basic realm="celery-exporter"')],
+                [("WWW-Authenticate", CHALLENGE)],
             )
         if path == "/metrics":
             return self._metrics(environ, start_response)
