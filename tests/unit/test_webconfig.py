@@ -275,15 +275,20 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "problem"), BAD_FILES)
-def test_bad_file(write: WriteConfig, text: str, problem: str) -> None:
-    path = write(text)
+def assert_one_line_error(path: str, problem: str) -> None:
+    """Loading `path` fails with one line that names the file and the problem."""
     with pytest.raises(ConfigError) as caught:
         load_web_config(path)
     message = str(caught.value)
     assert message.startswith(f"--web-config-file {path}: ")
     assert problem in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_FILES)
+def test_bad_file(write: WriteConfig, text: str, problem: str) -> None:
+    path = write(text)
+    assert_one_line_error(path, problem)
 
 
 def _tls_case(pki: Pki, tmp: Path, case: str) -> tuple[str, str]:
@@ -393,12 +398,7 @@ TLS_CASES = [
 def test_bad_tls(write: WriteConfig, tmp_path: Path, pki: Pki, case: str) -> None:
     text, problem = _tls_case(pki, tmp_path, case)
     path = write(text)
-    with pytest.raises(ConfigError) as caught:
-        load_web_config(path)
-    message = str(caught.value)
-    assert message.startswith(f"--web-config-file {path}: ")
-    assert problem in message
-    assert "\n" not in message
+    assert_one_line_error(path, problem)
 
 
 def test_missing_file(tmp_path: Path) -> None:
