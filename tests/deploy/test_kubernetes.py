@@ -22,7 +22,6 @@ import base64
 import datetime
 import ipaddress
 import json
-import os
 import re
 import shutil
 import socket
@@ -41,6 +40,13 @@ from click.core import ParameterSource
 
 from celery_exporter import __version__
 from celery_exporter.cli import command
+from tests.deploy.kubepod import (
+    PodProcess,
+    Secrets,
+    container_env,
+    materialise_volumes,
+    probe_port,
+)
 from tests.servers import free_port, terminate_pid, wait_for
 
 pytestmark = pytest.mark.deploy
@@ -404,177 +410,76 @@ def test_every_ce_variable_is_read_by_the_exporter(
         assert context.get_parameter_source(by_env[name]) == ParameterSource.ENVIRONMENT, name
 
 
-def kubelet_layout(mount: Path, files: dict[str, bytes]) -> None:
-    """Write a Secret volume as kubelet does: files are symlinks through ..data to a dated dir."""
-    stamp = mount / "..2026_01_01_00_00_00.000000001"
-    stamp.mkdir(parents=True)
-    for name, content in files.items():
-        (stamp / name).write_bytes(content)
-        (stamp / name).chmod(0o440)
-        (mount / name).symlink_to(Path("..data") / name)
-    (mount / "..data").symlink_to(stamp.name)
-
-
-def mount_volumes(pod: Obj, container: Obj, secrets: dict[str, dict[str, bytes]], root: Path) -> (
-    dict[str, Path]
-):  # fmt: skip
-    """Materialise the container's volumes from `secrets`; mountPath -> local directory."""
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounts = {}
-    for index, mount in enumerate(container.get("volumeMounts", [])):
-        volume = volumes[mount["name"]]
-        local = root / f"volume-{index}"
-        local.mkdir()
-        if "emptyDir" in volume:
-            pass
-        elif "projected" in volume:
-            files = {}
-            for source in volume["projected"]["sources"]:
-                secret = secrets[source["secret"]["name"]]
-                for item in source["secret"]["items"]:
-                    files[item["path"]] = secret[item["key"]]
-            kubelet_layout(local, files)
-        elif "secret" in volume:
-            kubelet_layout(local, secrets[volume["secret"]["secretName"]])
-        else:
-            raise AssertionError(f"volume kind not handled by this test: {volume}")
-        mounts[mount["mountPath"]] = local
-    return mounts
-
-
-def manifest_env(
-    container: Obj, secrets: dict[str, dict[str, bytes]], mounts: dict[str, Path], port: int
-) -> dict[str, str]:
-    """The container's env as the pod sees it, with Secret values filled in. Two substitutions,
-    because this machine is shared: the listen address is a free loopback port, and paths under
-    a mountPath point into the local copy of that volume."""
-    env: dict[str, str] = {}
-    for item in container["env"]:
-        if "valueFrom" in item:
-            ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = secrets[ref["name"]][ref["key"]].decode()
-        else:
-            env[item["name"]] = item["value"]
-    assert env["CE_HOST"] == "0.0.0.0"  # the kubelet probes the pod IP
-    env["CE_HOST"], env["CE_PORT"] = "127.0.0.1", str(port)
-    for name, value in env.items():
-        for mount_path, local in mounts.items():
-            if value.startswith(mount_path + "/"):
-                env[name] = str(local) + value[len(mount_path) :]
-    return env
-
-
-class ManifestExporter:
-    """The exporter as the container runs it: no arguments, only the manifest's env."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "src")}
-        self.env = {**base, **env}
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery_exporter"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-
-    def probe(self, probe: Obj, port: int, headers: dict[str, str] | None = None) -> int:
-        """GET as kubelet does: the probe's scheme and path, certificate not verified."""
-        get = probe["httpGet"]
-        scheme = get.get("scheme", "HTTP").lower()
-        url = f"{scheme}://127.0.0.1:{port}{get['path']}"
-        context = ssl._create_unverified_context() if scheme == "https" else None
-        request = urllib.request.Request(url, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=5, context=context) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited:\n{self.log.read_text()}") from None
-            return 0
-
-    def stop(self) -> None:
-        terminate_pid(self.proc.pid)
-        self.proc.wait()
-
-
 @pytest.fixture
-def start_exporter(tmp_path: Path) -> Iterator[Any]:
-    started: list[ManifestExporter] = []
+def run_pod(tmp_path: Path) -> Iterator[Any]:
+    """run_pod(docs, secrets) -> (PodProcess, container, port): the exporter container of a
+    rendered kustomization, started as kubelet would with its volumes and security context."""
+    started: list[PodProcess] = []
 
-    def start(env: dict[str, str]) -> ManifestExporter:
-        exporter = ManifestExporter(env, tmp_path / f"exporter-{len(started)}.log")
-        started.append(exporter)
-        return exporter
+    def run(docs: list[Obj], secrets: Secrets) -> tuple[PodProcess, Obj, int]:
+        pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
+        container = exporter_container(docs)
+        root = tmp_path / f"pod-{len(started)}"
+        mounts = materialise_volumes(pod, container, secrets, root)
+        env = container_env(container, secrets)
+        assert env["CE_HOST"] == "0.0.0.0"  # all interfaces: kubelet probes the pod IP
+        port = free_port()
+        env["CE_HOST"], env["CE_PORT"] = "127.0.0.1", str(port)
+        process = PodProcess(pod, container, env, mounts, root)
+        started.append(process)
+        return process, container, port
 
-    yield start
-    for exporter in started:
-        exporter.stop()
+    yield run
+    for process in started:
+        terminate_pid(process.proc.pid)
+        process.proc.wait()
 
 
-def probe_port(container: Obj, probe: Obj) -> int:
-    """The containerPort a probe's named port resolves to."""
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    port = probe["httpGet"]["port"]
-    return int(ports[port] if isinstance(port, str) else port)
-
-
-def assert_probes_pass(exporter: ManifestExporter, container: Obj, port: int) -> None:
+def assert_probes_pass(process: PodProcess, container: Obj, port: int) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
-    for kind in ("livenessProbe", "readinessProbe"):
-        probe = container[kind]
-        # The probe reaches the port the exporter listens on (CE_PORT).
-        assert probe_port(container, probe) == int(env["CE_PORT"]), kind
-        wait_for(
-            lambda p=probe: 200 <= exporter.probe(p, port) < 400,  # type: ignore[misc]
-            45,
-            f"{kind} {probe['httpGet']['path']} to pass\n{exporter.log.read_text()}",
-            step=0.2,
-        )
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for kind in ("livenessProbe", "readinessProbe"):
+        probe = container[kind]
+        # The probe's port is the one the exporter listens on (CE_PORT).
+        assert probe_port(container, probe) == int(env["CE_PORT"]), kind
+        wait_for(
+            lambda p=probe: 200 <= process.probe(p, port) < 400,  # type: ignore[misc]
+            45,
+            f"{kind} {probe['httpGet']['path']} to pass\n{process.output()}",
+            step=0.2,
+        )
 
 
 @pytest.mark.integration
-def test_exporter_started_with_the_manifest_env_answers_its_probes(
-    rendered: dict[str, str], redis_url: str, start_exporter: Any, tmp_path: Path
+def test_exporter_started_as_the_pod_answers_its_probes(
+    rendered: dict[str, str], redis_url: str, run_pod: Any
 ) -> None:
-    docs = objects(rendered["."])
-    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
-    container = exporter_container(docs)
     secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: redis_url.encode()}}
-    mounts = mount_volumes(pod, container, secrets, tmp_path)
-    port = free_port()
-    exporter = start_exporter(manifest_env(container, secrets, mounts, port))
-    assert_probes_pass(exporter, container, port)
+    process, container, port = run_pod(objects(rendered["."]), secrets)
+    assert_probes_pass(process, container, port)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     assert b"celery_exporter_broker_up 1.0" in metrics
     # CE_LOG_FORMAT=json: every log line is one JSON object.
-    wait_for(lambda: exporter.log.read_text().strip() != "", 10, "a log line")
-    for line in exporter.log.read_text().splitlines():
+    wait_for(lambda: process.output().strip() != "", 10, "a log line")
+    for line in process.output().splitlines():
         json.loads(line)
 
 
 @pytest.mark.integration
 def test_readiness_fails_while_the_broker_is_unreachable(
-    rendered: dict[str, str], start_exporter: Any, tmp_path: Path
+    rendered: dict[str, str], run_pod: Any
 ) -> None:
     """So the probe means something: /readyz says 503 when the broker is down, /healthz 200."""
-    docs = objects(rendered["."])
-    container = exporter_container(docs)
-    secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: f"redis://127.0.0.1:{free_port()}/0".encode()}}
-    port = free_port()
-    exporter = start_exporter(manifest_env(container, secrets, {}, port))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0".encode()
+    secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: nowhere}}
+    process, container, port = run_pod(objects(rendered["."]), secrets)
     live, ready = container["livenessProbe"], container["readinessProbe"]
-    wait_for(lambda: exporter.probe(live, port) == 200, 45, "liveness to pass", step=0.2)
-    assert exporter.probe(ready, port) == 503
+    wait_for(lambda: process.probe(live, port) == 200, 45, "liveness to pass", step=0.2)
+    assert process.probe(ready, port) == 503
 
 
-def web_pki(directory: Path) -> dict[str, bytes]:
+def web_pki() -> dict[str, bytes]:
     """A CA and a server certificate for the DNS name the ServiceMonitor checks (serverName)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -618,39 +523,36 @@ def web_pki(directory: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.integration
-def test_web_config_variant_serves_tls_and_auth_and_its_probes_pass(
-    rendered: dict[str, str], redis_url: str, start_exporter: Any, tmp_path: Path
-) -> None:
+def web_secrets(broker_url: str, password: str) -> Secrets:
+    """The Secrets the web-config component names, as the README tells users to make them."""
     import bcrypt
 
-    docs = objects(rendered["examples/production"])
-    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
-    container = exporter_container(docs)
-    monitor = find(docs, "ServiceMonitor")
-    (endpoint,) = monitor["spec"]["endpoints"]
-    tls = web_pki(tmp_path)
-    password = "scrape-secret"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    # As the README tells users to write it: paths relative to the web config's directory.
+    # Paths relative to the web config's own directory, as the README shows.
     web_config = {
         "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
         "basic_auth_users": {"prometheus": hashed},
     }
-    secrets = {
-        BROKER_SECRET[0]: {BROKER_SECRET[1]: redis_url.encode()},
+    return {
+        BROKER_SECRET[0]: {BROKER_SECRET[1]: broker_url.encode()},
         "celery-exporter-web-config": {"web-config.yml": yaml.safe_dump(web_config).encode()},
-        "celery-exporter-tls": tls,
+        "celery-exporter-tls": web_pki(),
         "celery-exporter-scrape-auth": {"username": b"prometheus", "password": password.encode()},
     }
-    mounts = mount_volumes(pod, container, secrets, tmp_path)
-    port = free_port()
-    env = manifest_env(container, secrets, mounts, port)
-    # The /tmp emptyDir (scratch copy of the certificate) is the volume mounted at /tmp.
-    env["TMPDIR"] = str(mounts["/tmp"])
-    exporter = start_exporter(env)
+
+
+@pytest.mark.integration
+def test_web_config_variant_serves_tls_and_auth_and_its_probes_pass(
+    rendered: dict[str, str], redis_url: str, run_pod: Any
+) -> None:
+    docs = objects(rendered["examples/production"])
+    monitor = find(docs, "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    password = "scrape-secret"
+    secrets = web_secrets(redis_url, password)
+    process, container, port = run_pod(docs, secrets)
     assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    assert_probes_pass(exporter, container, port)
+    assert_probes_pass(process, container, port)
 
     # Prometheus as the ServiceMonitor configures it: HTTPS checked against the Secret's
     # ca.crt for serverName, and basic auth from the scrape-auth Secret.
@@ -677,4 +579,21 @@ def test_web_config_variant_serves_tls_and_auth_and_its_probes_pass(
     assert get(endpoint["path"], {"Authorization": f"Basic {token}"}) == 200
     assert get(endpoint["path"], {}) == 401
     # The probes pass because the health paths are exempt, not because auth is off.
-    assert exporter.probe(container["readinessProbe"], port) == 200
+    assert process.probe(container["readinessProbe"], port) == 200
+
+
+@pytest.mark.integration
+def test_the_pod_sandbox_bites_without_the_tmp_volume(
+    rendered: dict[str, str], redis_url: str, run_pod: Any
+) -> None:
+    """The root file system really is read-only in these tests: without the /tmp emptyDir,
+    the exporter cannot write the scratch copy of its certificate and does not start."""
+    docs = objects(rendered["examples/production"])
+    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
+    container = exporter_container(docs)
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tmp"]
+    process, _, _ = run_pod(docs, web_secrets(redis_url, "scrape-secret"))
+    wait_for(lambda: process.proc.poll() is not None, 30, "the exporter to exit")
+    assert process.proc.returncode != 0
+    assert "temporary directory" in process.output().lower(), process.output()
