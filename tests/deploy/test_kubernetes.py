@@ -1,115 +1,45 @@
-"""The Kubernetes manifests (deploy/kubernetes): rendered, validated, and held to the exporter.
+"""The Kubernetes manifests (deploy/kubernetes): rendered, current, and saying what they promise.
 
-- Every kustomization renders with the real `kubectl kustomize`, every component is used by one
-  of them, and the generated files (base/prometheusrule.yaml, rendered.yaml) are current.
-- Every rendered object passes tests/deploy/k8s_schema/validate.mjs: the Kubernetes,
-  prometheus-operator and KEDA schemas carried by the npm kubernetes-models packages, plus a
-  TypeScript check against their interfaces that rejects unknown fields. The validator is shown
-  to reject broken objects, so a pass means something.
-- The Deployment's CE_* names are the exporter's own (click reads each one from the
-  environment), and the real exporter, started with exactly the env the manifest sets (Secret
-  values substituted; the listen address moved to a free loopback port, since this machine is
-  shared), answers the probes the manifest names: plain HTTP, and HTTPS with basic auth using
-  the Secrets laid out as kubelet mounts them.
-
-The validator's packages are installed by `npm ci --prefix tests/deploy/k8s_schema`; without
-them these tests fail with that command, they do not skip.
+Every kustomization renders with the real `kubectl kustomize`; every component is used by one
+of them; the generated files (base/prometheusrule.yaml, rendered.yaml) are what
+deploy/kubernetes/generate.py writes now, and the PrometheusRule's groups are exactly
+deploy/alert_rules.yml. Then what the manifests promise an operator (Secret, security context,
+pinned image, scrape wiring, HA pair, KEDA query) and the README's commands and overlay.
+Schema validation: test_kubernetes_schema.py; the exporter run as the pod: test_kubernetes_pod.py.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import ipaddress
-import json
+import os
 import re
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from click.core import ParameterSource
 
 from celery_exporter import __version__
-from celery_exporter.cli import command
-from tests.deploy.kubepod import (
-    PodProcess,
-    Secrets,
-    container_env,
-    materialise_volumes,
-    probe_port,
+from tests.deploy.kustomize import (
+    BROKER_SECRET,
+    COMPONENTS,
+    K8S,
+    KUSTOMIZATIONS,
+    REPO,
+    exporter_container,
+    find,
+    objects,
+    render,
+    render_all,
 )
-from tests.servers import free_port, terminate_pid, wait_for
 
 pytestmark = pytest.mark.deploy
-
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "kubernetes"
-SCHEMA_DIR = Path(__file__).resolve().parent / "k8s_schema"
-NPM_INSTALL = "npm ci --prefix tests/deploy/k8s_schema"
-BROKER_SECRET = ("celery-exporter-broker", "broker-url")
-
-Obj = dict[str, Any]
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-def kustomize_dirs(kind: str) -> list[Path]:
-    found = []
-    for path in sorted(K8S.rglob("kustomization.yaml")):
-        if (yaml.safe_load(path.read_text()) or {}).get("kind", "Kustomization") == kind:
-            found.append(path.parent)
-    return found
-
-
-KUSTOMIZATIONS = kustomize_dirs("Kustomization")
-COMPONENTS = kustomize_dirs("Component")
-
-
-def kubectl() -> str:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is not on PATH: it renders the kustomizations (kubectl kustomize)")
-    return binary
-
-
-def render(directory: Path) -> str:
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, str]:
-    """kustomization dir (relative to deploy/kubernetes) -> rendered YAML."""
-    return {str(d.relative_to(K8S)): render(d) for d in KUSTOMIZATIONS}
-
-
-def objects(text: str) -> list[Obj]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def find(docs: list[Obj], kind: str, name: str | None = None) -> Obj:
-    matches = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    assert len(matches) == 1, f"want one {kind} {name or ''}, found {len(matches)}"
-    return matches[0]
-
-
-def exporter_container(docs: list[Obj]) -> Obj:
-    deployment = find(docs, "Deployment", "celery-exporter")
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    return next(c for c in containers if c["name"] == "celery-exporter")
+    return render_all()
 
 
 def test_the_expected_kustomizations_and_components_exist() -> None:
@@ -155,116 +85,6 @@ def test_prometheus_rule_groups_are_exactly_alert_rules_yml(rendered: dict[str, 
 def test_rendered_yaml_is_the_base_rendered(rendered: dict[str, str]) -> None:
     text = (K8S / "rendered.yaml").read_text()
     assert objects(text) == objects(rendered["."]) == objects(rendered["base"])
-
-
-# --- schema validation --------------------------------------------------------------------------
-
-
-def node() -> str:
-    binary = shutil.which("node")
-    if binary is None:
-        pytest.fail("node is not on PATH: the schema validator is a node script")
-    return binary
-
-
-def validate(paths: list[Path]) -> dict[str, Any]:
-    """Run validate.mjs over YAML files; its JSON report."""
-    if not (SCHEMA_DIR / "node_modules" / "kubernetes-models").is_dir():
-        pytest.fail(f"the schema validator's packages are not installed: run `{NPM_INSTALL}`")
-    result = subprocess.run(
-        [node(), str(SCHEMA_DIR / "validate.mjs"), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode in (0, 1), f"validate.mjs failed to run: {result.stderr}"
-    report: dict[str, Any] = json.loads(result.stdout)
-    assert (result.returncode == 1) == (report["errors"] > 0)
-    return report
-
-
-@pytest.fixture(scope="module")
-def schema_report(rendered: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
-    out = tmp_path_factory.mktemp("rendered")
-    paths = []
-    for name, text in rendered.items():
-        path = out / (name.replace("/", "_").replace(".", "root") + ".yaml")
-        path.write_text(text)
-        paths.append(path)
-    return validate(paths)
-
-
-def test_every_rendered_object_passes_the_schemas(
-    rendered: dict[str, str], schema_report: dict[str, Any]
-) -> None:
-    failures = [o for o in schema_report["objects"] if o["errors"]]
-    assert not failures, json.dumps(failures, indent=1)
-    assert len(schema_report["objects"]) == sum(len(objects(t)) for t in rendered.values())
-    kinds = {(o["apiVersion"], o["kind"]) for o in schema_report["objects"]}
-    assert kinds == {
-        ("v1", "ServiceAccount"),
-        ("v1", "Service"),
-        ("apps/v1", "Deployment"),
-        ("policy/v1", "PodDisruptionBudget"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("monitoring.coreos.com/v1", "ServiceMonitor"),
-        ("monitoring.coreos.com/v1", "PrometheusRule"),
-        ("keda.sh/v1alpha1", "ScaledObject"),
-    }
-
-
-def broken_variants(docs: list[Obj]) -> dict[str, tuple[Obj, str]]:
-    """name -> (an object with one fault, a fragment of the error the validator must give)."""
-
-    def copy(kind: str) -> Obj:
-        name = "celery-exporter" if kind == "Deployment" else None
-        result: Obj = json.loads(json.dumps(find(docs, kind, name)))
-        return result
-
-    variants: dict[str, tuple[Obj, str]] = {}
-    deployment = copy("Deployment")
-    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9808"
-    variants["port as a string"] = (deployment, "containerPort must be integer")
-    deployment = copy("Deployment")
-    # A classic: readOnlyRootFilesystem exists on containers, not on the pod.
-    deployment["spec"]["template"]["spec"]["securityContext"]["readOnlyRootFilesystem"] = True
-    variants["field in the wrong place"] = (deployment, "'\"readOnlyRootFilesystem\"' does not")
-    deployment = copy("Deployment")
-    del deployment["spec"]["template"]["spec"]["containers"][0]["name"]
-    variants["container without a name"] = (deployment, "must have required property name")
-    monitor = copy("ServiceMonitor")
-    monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"
-    variants["bad Prometheus duration"] = (monitor, "interval must match pattern")
-    rule = copy("PrometheusRule")
-    rule["spec"]["groups"][0]["rules"][0]["exprr"] = rule["spec"]["groups"][0]["rules"][0].pop(
-        "expr"
-    )
-    variants["rule without expr"] = (rule, "must have required property expr")
-    scaled = copy("ScaledObject")
-    del scaled["spec"]["scaleTargetRef"]
-    variants["ScaledObject without target"] = (scaled, "required property scaleTargetRef")
-    unknown = copy("Service")
-    unknown["apiVersion"] = "example.com/v1"
-    variants["unknown apiVersion"] = (unknown, "no schema for apiVersion example.com/v1")
-    return variants
-
-
-def test_the_validator_rejects_broken_objects(rendered: dict[str, str], tmp_path: Path) -> None:
-    docs = objects(rendered["examples/keda"])
-    variants = broken_variants(docs)
-    paths = []
-    for index, (obj, _) in enumerate(variants.values()):
-        path = tmp_path / f"broken-{index}.yaml"
-        path.write_text(yaml.safe_dump(obj))
-        paths.append(path)
-    report = validate(paths)
-    assert len(report["objects"]) == len(variants)
-    for (name, (_, expected)), result in zip(variants.items(), report["objects"], strict=True):
-        assert any(expected in e for e in result["errors"]), f"{name}: {result['errors']}"
-
-
-# --- what the manifests promise -----------------------------------------------------------------
 
 
 def test_broker_url_comes_from_a_secret_and_is_never_a_literal(rendered: dict[str, str]) -> None:
@@ -387,213 +207,35 @@ def test_keda_query_is_deduplicated_valid_promql_on_a_reported_queue(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# --- the manifest against the exporter itself ---------------------------------------------------
+# --- the README's Kubernetes section ------------------------------------------------------------
 
 
-def test_every_ce_variable_is_read_by_the_exporter(
-    rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """click reports each manifest variable as the source of its option: no typo is ignored."""
-    names: set[str] = set()
-    for text in rendered.values():
-        for item in exporter_container(objects(text))["env"]:
-            names.add(item["name"])
-            monkeypatch.setenv(item["name"], item.get("value", "redis://broker:6379/0"))
-    assert all(n.startswith("CE_") for n in names), names
-    context = command.make_context("celery-exporter", [])
-    by_env = {
-        f"{context.auto_envvar_prefix}_{p.name.upper()}": p.name for p in command.params if p.name
-    }
-    unknown = names - by_env.keys()
-    assert not unknown, f"not exporter variables: {sorted(unknown)}"
-    for name in names:
-        assert context.get_parameter_source(by_env[name]) == ParameterSource.ENVIRONMENT, name
+def readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("\n## Kubernetes\n")
+    return text[start : text.index("\n## ", start + 1)]
 
 
-@pytest.fixture
-def run_pod(tmp_path: Path) -> Iterator[Any]:
-    """run_pod(docs, secrets) -> (PodProcess, container, port): the exporter container of a
-    rendered kustomization, started as kubelet would with its volumes and security context."""
-    started: list[PodProcess] = []
-
-    def run(docs: list[Obj], secrets: Secrets) -> tuple[PodProcess, Obj, int]:
-        pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
-        container = exporter_container(docs)
-        root = tmp_path / f"pod-{len(started)}"
-        mounts = materialise_volumes(pod, container, secrets, root)
-        env = container_env(container, secrets)
-        assert env["CE_HOST"] == "0.0.0.0"  # all interfaces: kubelet probes the pod IP
-        port = free_port()
-        env["CE_HOST"], env["CE_PORT"] = "127.0.0.1", str(port)
-        process = PodProcess(pod, container, env, mounts, root)
-        started.append(process)
-        return process, container, port
-
-    yield run
-    for process in started:
-        terminate_pid(process.proc.pid)
-        process.proc.wait()
+def test_readme_broker_secret_command_makes_the_secret_the_deployment_reads() -> None:
+    match = re.search(
+        r"create secret generic (\S+) \\\n\s*--from-file=([\w.-]+)=/dev/stdin", readme_section()
+    )
+    assert match, "the README's broker Secret command is gone"
+    assert (match.group(1), match.group(2)) == BROKER_SECRET
 
 
-def assert_probes_pass(process: PodProcess, container: Obj, port: int) -> None:
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for kind in ("livenessProbe", "readinessProbe"):
-        probe = container[kind]
-        # The probe's port is the one the exporter listens on (CE_PORT).
-        assert probe_port(container, probe) == int(env["CE_PORT"]), kind
-        wait_for(
-            lambda p=probe: 200 <= process.probe(p, port) < 400,  # type: ignore[misc]
-            45,
-            f"{kind} {probe['httpGet']['path']} to pass\n{process.output()}",
-            step=0.2,
-        )
-
-
-@pytest.mark.integration
-def test_exporter_started_as_the_pod_answers_its_probes(
-    rendered: dict[str, str], redis_url: str, run_pod: Any
-) -> None:
-    secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: redis_url.encode()}}
-    process, container, port = run_pod(objects(rendered["."]), secrets)
-    assert_probes_pass(process, container, port)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    assert b"celery_exporter_broker_up 1.0" in metrics
-    # CE_LOG_FORMAT=json: every log line is one JSON object.
-    wait_for(lambda: process.output().strip() != "", 10, "a log line")
-    for line in process.output().splitlines():
-        json.loads(line)
-
-
-@pytest.mark.integration
-def test_readiness_fails_while_the_broker_is_unreachable(
-    rendered: dict[str, str], run_pod: Any
-) -> None:
-    """So the probe means something: /readyz says 503 when the broker is down, /healthz 200."""
-    nowhere = f"redis://127.0.0.1:{free_port()}/0".encode()
-    secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: nowhere}}
-    process, container, port = run_pod(objects(rendered["."]), secrets)
-    live, ready = container["livenessProbe"], container["readinessProbe"]
-    wait_for(lambda: process.probe(live, port) == 200, 45, "liveness to pass", step=0.2)
-    assert process.probe(ready, port) == 503
-
-
-def web_pki() -> dict[str, bytes]:
-    """A CA and a server certificate for the DNS name the ServiceMonitor checks (serverName)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def issue(
-        name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer[0].subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
-        )
-        if issuer is None:
-            ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-            builder = builder.add_extension(ski, False)
-        else:
-            sans = [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
-        return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
-
-    ca = issue("celery-exporter test CA", None)
-    server = issue("celery-exporter", ca)
-    pem = serialization.Encoding.PEM
-    return {
-        "ca.crt": ca[0].public_bytes(pem),
-        "tls.crt": server[0].public_bytes(pem),
-        "tls.key": server[1].private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    }
-
-
-def web_secrets(broker_url: str, password: str) -> Secrets:
-    """The Secrets the web-config component names, as the README tells users to make them."""
-    import bcrypt
-
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    # Paths relative to the web config's own directory, as the README shows.
-    web_config = {
-        "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
-        "basic_auth_users": {"prometheus": hashed},
-    }
-    return {
-        BROKER_SECRET[0]: {BROKER_SECRET[1]: broker_url.encode()},
-        "celery-exporter-web-config": {"web-config.yml": yaml.safe_dump(web_config).encode()},
-        "celery-exporter-tls": web_pki(),
-        "celery-exporter-scrape-auth": {"username": b"prometheus", "password": password.encode()},
-    }
-
-
-@pytest.mark.integration
-def test_web_config_variant_serves_tls_and_auth_and_its_probes_pass(
-    rendered: dict[str, str], redis_url: str, run_pod: Any
-) -> None:
-    docs = objects(rendered["examples/production"])
-    monitor = find(docs, "ServiceMonitor")
-    (endpoint,) = monitor["spec"]["endpoints"]
-    password = "scrape-secret"
-    secrets = web_secrets(redis_url, password)
-    process, container, port = run_pod(docs, secrets)
-    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    assert_probes_pass(process, container, port)
-
-    # Prometheus as the ServiceMonitor configures it: HTTPS checked against the Secret's
-    # ca.crt for serverName, and basic auth from the scrape-auth Secret.
-    assert endpoint["scheme"] == "https"
-    ca_ref = endpoint["tlsConfig"]["ca"]["secret"]
-    context = ssl.create_default_context(cadata=secrets[ca_ref["name"]][ca_ref["key"]].decode())
-    auth = endpoint["basicAuth"]
-    user = secrets[auth["username"]["name"]][auth["username"]["key"]]
-    secret = secrets[auth["password"]["name"]][auth["password"]["key"]]
-    token = base64.b64encode(user + b":" + secret).decode()
-
-    def get(path: str, headers: dict[str, str]) -> int:
-        """Connect to the pod's address, verify the certificate for serverName."""
-        name = endpoint["tlsConfig"]["serverName"]
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname=name) as conn,
-        ):
-            head = [f"GET {path} HTTP/1.0", f"Host: {name}"]
-            head += [f"{k}: {v}" for k, v in headers.items()]
-            conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-            return int(conn.recv(64).split()[1])
-
-    assert get(endpoint["path"], {"Authorization": f"Basic {token}"}) == 200
-    assert get(endpoint["path"], {}) == 401
-    # The probes pass because the health paths are exempt, not because auth is off.
-    assert process.probe(container["readinessProbe"], port) == 200
-
-
-@pytest.mark.integration
-def test_the_pod_sandbox_bites_without_the_tmp_volume(
-    rendered: dict[str, str], redis_url: str, run_pod: Any
-) -> None:
-    """The root file system really is read-only in these tests: without the /tmp emptyDir,
-    the exporter cannot write the scratch copy of its certificate and does not start."""
-    docs = objects(rendered["examples/production"])
-    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
-    container = exporter_container(docs)
-    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"]
-    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tmp"]
-    process, _, _ = run_pod(docs, web_secrets(redis_url, "scrape-secret"))
-    wait_for(lambda: process.proc.poll() is not None, 30, "the exporter to exit")
-    assert process.proc.returncode != 0
-    assert "temporary directory" in process.output().lower(), process.output()
+def test_readme_overlay_renders_and_does_what_it_says(tmp_path: Path) -> None:
+    """The overlay the README shows, pointed at this checkout, renders and takes effect."""
+    match = re.search(r"```yaml\n(# kustomization.yaml\n.*?)```", readme_section(), re.DOTALL)
+    assert match, "the README's example overlay is gone"
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    checkout = os.path.relpath(REPO, overlay)
+    text = match.group(1).replace("../celery-exporter/", checkout + "/")
+    (overlay / "kustomization.yaml").write_text(text)
+    docs = objects(render(overlay))
+    deployment = find(docs, "Deployment", "celery-exporter")
+    assert deployment["metadata"]["namespace"] == "monitoring"
+    assert deployment["spec"]["replicas"] == 2
+    assert exporter_container(docs)["image"] == "registry.example.com/celery-exporter:0.1.0"
+    find(docs, "PodDisruptionBudget")
