@@ -64,6 +64,7 @@ def prometheus_rule(alert_rules: dict[str, Any]) -> dict[str, Any]:
             "name": "celery-exporter",
             "labels": {
                 "app.kubernetes.io/name": "celery-exporter",
+                "app.kubernetes.io/instance": "celery-exporter",
                 "app.kubernetes.io/component": "exporter",
             },
         },

@@ -57,9 +57,21 @@ def find(docs: list[Obj], kind: str, name: str | None = None) -> Obj:
     return matches[0]
 
 
+def exporter_deployment(docs: list[Obj]) -> Obj:
+    """The exporter's Deployment, whatever namePrefix an overlay gave it."""
+    found = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+        == "celery-exporter"
+    ]
+    assert len(found) == 1, f"want one exporter Deployment, found {len(found)}"
+    return found[0]
+
+
 def exporter_container(docs: list[Obj]) -> Obj:
-    deployment = find(docs, "Deployment", "celery-exporter")
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers = exporter_deployment(docs)["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "celery-exporter")
 
 

@@ -27,7 +27,9 @@ from tests.deploy.kustomize import (
     K8S,
     KUSTOMIZATIONS,
     REPO,
+    Obj,
     exporter_container,
+    exporter_deployment,
     find,
     objects,
     render,
@@ -48,6 +50,7 @@ def test_the_expected_kustomizations_and_components_exist() -> None:
         "base",
         "examples/keda",
         "examples/production",
+        "examples/second-broker",
     }
     assert {d.name for d in COMPONENTS} == {"ha", "web-config", "network-policy"}
 
@@ -94,7 +97,9 @@ def test_broker_url_comes_from_a_secret_and_is_never_a_literal(rendered: dict[st
         env = {e["name"]: e for e in exporter_container(objects(text))["env"]}
         assert "value" not in env["CE_BROKER_URL"]
         ref = env["CE_BROKER_URL"]["valueFrom"]["secretKeyRef"]
-        assert (ref["name"], ref["key"]) == BROKER_SECRET
+        # The second broker's exporter reads its own, prefixed Secret.
+        prefix = "payments-" if name == "examples/second-broker" else ""
+        assert (ref["name"], ref["key"]) == (prefix + BROKER_SECRET[0], BROKER_SECRET[1])
         assert not re.search(r"(redis|rediss|amqp|amqps|sentinel|sqs)://", text), name
 
 
@@ -107,7 +112,7 @@ def dockerfile_user() -> int:
 @pytest.mark.parametrize("name", [".", "examples/production", "examples/keda"])
 def test_exporter_pod_is_locked_down(rendered: dict[str, str], name: str) -> None:
     docs = objects(rendered[name])
-    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
+    pod = exporter_deployment(docs)["spec"]["template"]["spec"]
     container = exporter_container(docs)
     uid = dockerfile_user()
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -163,9 +168,60 @@ def test_servicemonitor_scrapes_the_metrics_port_as_job_celery_exporter(
     )
 
 
+def selectors(obj: Obj) -> list[dict[str, str]]:
+    """Every label selector in an object that picks the exporter's pods or Services."""
+    spec = obj.get("spec", {})
+    found = {
+        "Deployment": lambda: [spec["selector"]["matchLabels"]]
+        + [c["labelSelector"]["matchLabels"] for c in
+           spec["template"]["spec"].get("topologySpreadConstraints", [])],
+        "Service": lambda: [spec["selector"]],
+        "ServiceMonitor": lambda: [spec["selector"]["matchLabels"]],
+        "PodDisruptionBudget": lambda: [spec["selector"]["matchLabels"]],
+        "NetworkPolicy": lambda: [spec["podSelector"]["matchLabels"]],
+    }.get(obj["kind"], list)()  # fmt: skip
+    return list(found)
+
+
+@pytest.mark.parametrize("name", [str(d.relative_to(K8S)) for d in KUSTOMIZATIONS])
+def test_every_selector_names_the_exporter_instance(rendered: dict[str, str], name: str) -> None:
+    """Two exporters (two brokers) in one namespace never select each other's pods."""
+    docs = [d for d in objects(rendered[name]) if d["metadata"]["name"].endswith("celery-exporter")]
+    pod_labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    instance = pod_labels["app.kubernetes.io/instance"]
+    for obj in docs:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == instance, obj["kind"]
+        for selector in selectors(obj):
+            assert selector.get("app.kubernetes.io/instance") == instance, obj["kind"]
+            assert selector.items() <= pod_labels.items(), obj["kind"]
+
+
+def test_second_broker_exporter_stands_beside_the_first(rendered: dict[str, str]) -> None:
+    first, second = objects(rendered["."]), objects(rendered["examples/second-broker"])
+    names = {(d["kind"], d["metadata"]["name"]) for d in first}
+    assert not names & {(d["kind"], d["metadata"]["name"]) for d in second}
+    # Each ServiceMonitor selects its own Service only; each Service its own pods only.
+    for own, other in ((first, second), (second, first)):
+        monitor, service = find(own, "ServiceMonitor")["spec"], find(other, "Service")
+        selected = monitor["selector"]["matchLabels"].items()
+        assert not selected <= service["metadata"]["labels"].items()
+        pod_labels = exporter_deployment(other)["spec"]["template"]["metadata"]["labels"].items()
+        assert not find(own, "Service")["spec"]["selector"].items() <= pod_labels
+        # Both keep the job label the alerts select.
+        assert find(own, "Service")["metadata"]["labels"][monitor["jobLabel"]] == "celery-exporter"
+    assert [d for d in second if d["kind"] == "PrometheusRule"] == []  # the rules once
+    refs = [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for docs in (first, second)
+        for e in exporter_container(docs)["env"]
+        if e["name"] == "CE_BROKER_URL"
+    ]
+    assert len(set(refs)) == 2
+
+
 def test_ha_pair_has_a_budget_and_never_shares_a_node(rendered: dict[str, str]) -> None:
     docs = objects(rendered["examples/production"])
-    deployment = find(docs, "Deployment", "celery-exporter")
+    deployment = exporter_deployment(docs)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["replicas"] == 2
     budget = find(docs, "PodDisruptionBudget")
@@ -234,7 +290,7 @@ def test_readme_overlay_renders_and_does_what_it_says(tmp_path: Path) -> None:
     text = match.group(1).replace("../celery-exporter/", checkout + "/")
     (overlay / "kustomization.yaml").write_text(text)
     docs = objects(render(overlay))
-    deployment = find(docs, "Deployment", "celery-exporter")
+    deployment = exporter_deployment(docs)
     assert deployment["metadata"]["namespace"] == "monitoring"
     assert deployment["spec"]["replicas"] == 2
     assert exporter_container(docs)["image"] == "registry.example.com/celery-exporter:0.1.0"

@@ -38,6 +38,7 @@ from tests.deploy.kustomize import (
     BROKER_SECRET,
     Obj,
     exporter_container,
+    exporter_deployment,
     find,
     objects,
     render_all,
@@ -79,7 +80,7 @@ def run_pod(tmp_path: Path) -> Iterator[Any]:
     started: list[PodProcess] = []
 
     def run(docs: list[Obj], secrets: Secrets) -> tuple[PodProcess, Obj, int]:
-        pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
+        pod = exporter_deployment(docs)["spec"]["template"]["spec"]
         container = exporter_container(docs)
         root = tmp_path / f"pod-{len(started)}"
         mounts = materialise_volumes(pod, container, secrets, root)
@@ -251,7 +252,7 @@ def test_the_pod_sandbox_bites_without_the_tmp_volume(
     """The root file system really is read-only in these tests: without the /tmp emptyDir,
     the exporter cannot write the scratch copy of its certificate and does not start."""
     docs = objects(rendered["examples/production"])
-    pod = find(docs, "Deployment", "celery-exporter")["spec"]["template"]["spec"]
+    pod = exporter_deployment(docs)["spec"]["template"]["spec"]
     container = exporter_container(docs)
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"]
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tmp"]
