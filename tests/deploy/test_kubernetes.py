@@ -10,12 +10,15 @@ Schema validation: test_kubernetes_schema.py; the exporter run as the pod: test_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -35,8 +38,12 @@ from tests.deploy.kustomize import (
     render,
     render_all,
 )
+from tests.deploy.test_e2e import Prometheus
+from tests.servers import free_port, wait_for
 
 pytestmark = pytest.mark.deploy
+
+COMPONENT_DIR = K8S / "components"
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +57,15 @@ def test_the_expected_kustomizations_and_components_exist() -> None:
         "base",
         "examples/keda",
         "examples/production",
+        "examples/plain-prometheus",
         "examples/second-broker",
     }
-    assert {d.name for d in COMPONENTS} == {"ha", "web-config", "network-policy"}
+    assert {d.name for d in COMPONENTS} == {
+        "ha",
+        "web-config",
+        "network-policy",
+        "without-prometheus-operator",
+    }
 
 
 def test_every_component_is_rendered_by_some_kustomization() -> None:
@@ -295,3 +308,60 @@ def test_readme_overlay_renders_and_does_what_it_says(tmp_path: Path) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert exporter_container(docs)["image"] == "registry.example.com/celery-exporter:0.1.0"
     find(docs, "PodDisruptionBudget")
+
+
+def pod_target(port: int, **meta: str) -> dict[str, Any]:
+    """A static target carrying the labels kubernetes_sd (role: pod) would give it."""
+    labels = {f"__meta_kubernetes_{k}": v for k, v in meta.items()}
+    return {"targets": [f"127.0.0.1:{port}"], "labels": labels}
+
+
+@pytest.mark.integration
+def test_plain_prometheus_scrape_job_keeps_exactly_the_exporter_pods(
+    rendered: dict[str, str], tmp_path: Path
+) -> None:
+    """The job for a Prometheus without the operator, run by a real Prometheus. Debian's build
+    has no kubernetes_sd, so the pods it would discover are given as static targets with the
+    same __meta labels; the relabelling is Prometheus's own."""
+    docs = objects(rendered["examples/plain-prometheus"])
+    assert not [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    job_file = COMPONENT_DIR / "without-prometheus-operator" / "scrape-job.yml"
+    (job,) = yaml.safe_load(job_file.read_text())
+    assert job["job_name"] == "celery-exporter"  # what the shipped alerts select
+    assert job.pop("kubernetes_sd_configs") == [{"role": "pod"}]
+    name = exporter_deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    (port,) = exporter_container(docs)["ports"]
+    exporter = {
+        "pod_label_app_kubernetes_io_name": name["app.kubernetes.io/name"],
+        "pod_container_port_name": port["name"],
+        "pod_phase": "Running",
+        "namespace": "monitoring",
+        "pod_name": "celery-exporter-7d9f-abcde",
+    }
+    job["static_configs"] = [
+        pod_target(free_port(), **exporter),
+        pod_target(free_port(), **{**exporter, "pod_container_port_name": "http"}),
+        pod_target(free_port(), **{**exporter, "pod_label_app_kubernetes_io_name": "worker"}),
+        pod_target(free_port(), **{**exporter, "pod_phase": "Succeeded"}),
+    ]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}))
+    prometheus = Prometheus(config, tmp_path)
+    try:
+        prometheus.wait_ready()
+        url = f"{prometheus.url}/api/v1/targets"
+
+        def targets() -> dict[str, Any]:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                data: dict[str, Any] = json.load(response)["data"]
+                return data
+
+        wait_for(lambda: len(targets()["droppedTargets"]) == 3, 30, "the targets to be relabelled")
+        (active,) = targets()["activeTargets"]
+    finally:
+        prometheus.stop()
+    labels = active["labels"]
+    assert labels["job"] == "celery-exporter"
+    # The labels the shipped rules deduplicate an HA pair by (max without (instance, pod)).
+    assert (labels["namespace"], labels["pod"]) == ("monitoring", exporter["pod_name"])
+    assert labels["instance"] == job["static_configs"][0]["targets"][0]
