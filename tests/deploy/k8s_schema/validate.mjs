@@ -81,7 +81,7 @@ function fieldErrors(checked) {
   const fileName = join(HERE, "__rendered_objects__.ts");
   const starts = [];
   let source = "";
-  checked.forEach(({ index, model, value }) => {
+  checked.forEach(({ index, model }) => {
     source += `import type { ${model.iface} as T${index} } from ${JSON.stringify(model.spec)};\n`;
     starts.push([index, 0]);
   });
