@@ -152,11 +152,14 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def substitute(expr: str, rate_interval: str = "1m", time_range: str = "5m") -> str:
-    """A dashboard expression as Grafana would send it with every variable set to All."""
+def substitute(
+    expr: str, rate_interval: str = "1m", time_range: str = "5m", job: str = ".*"
+) -> str:
+    """A dashboard expression as Grafana would send it: `job` as given, other variables All."""
     text = expr.replace("$__rate_interval", rate_interval).replace("$__range", time_range)
     text = text.replace("$__interval", "15s")
-    return re.sub(r"\$\{?(job|queue|task|worker)\}?", ".*", text)
+    text = re.sub(r"\$\{?job\}?", job, text)
+    return re.sub(r"\$\{?(queue|task|worker)\}?", ".*", text)
 
 
 def undeduplicated(expr: str, also: tuple[str, ...] = ()) -> list[str]:
