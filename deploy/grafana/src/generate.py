@@ -7,7 +7,8 @@ The SDK (`grafana-foundation-sdk`, build 10.4 to match the compose stack's Grafa
 `test` extra: `pip install -e '.[test]'`. Never edit the JSON by hand; tests/deploy/
 test_dashboards.py fails when it differs from what this script writes.
 
-HOW TO ADD A PANEL (a few lines in overview.py, tasks.py or workers.py):
+HOW TO ADD A PANEL (a few lines in overview.py, tasks.py or workers.py; the metric name here
+is for illustration):
 
     .with_panel(
         timeseries(
@@ -31,8 +32,10 @@ HOW TO ADD A PANEL (a few lines in overview.py, tasks.py or workers.py):
   columns left to right; `row("Title")` starts a new row. Fill each row to 24 or the rest of the
   layout shifts. Every panel needs a description; every selector needs the job filter
   (`select`/`gauge`/`rate` add it).
-- Then run this script, then `pytest tests/deploy/test_dashboards.py tests/deploy/test_e2e.py`:
-  the end-to-end test runs every panel query against a real Prometheus and fails on no data.
+- Then run this script, then `pytest tests/deploy/test_dashboards.py tests/deploy/test_e2e.py
+  tests/deploy/test_ha.py`: the end-to-end test runs every panel query against a real
+  Prometheus and fails on no data (extend tests/deploy/workload.py if the workload never makes
+  your metric), and the HA test checks that a pair of exporters reads like one.
 - Never change a dashboard's UID: alert annotations link to /d/<uid>.
 """
 
