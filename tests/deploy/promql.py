@@ -48,6 +48,11 @@ _MODIFIER = re.compile(
     r"^\s*(?:bool|(?:on|ignoring|group_left|group_right)\b\s*(?:\([^()]*\))?)\s*"
 )
 _OPERATOR = re.compile(r"\b(?:and|or|unless)\b|==|!=|>=|<=|>|<")
+# A raw exporter series (or `up`), and the text that must precede it for the read to be
+# deduplicated across the replicas of an HA pair: `max without (instance, pod[, ...]) (`,
+# possibly followed by one range function such as `rate(`.
+_RAW_SERIES = re.compile(r"(?<![\w:])(celery_[a-zA-Z0-9_]+|up)\b(?![\w:(])")
+_DEDUPLICATED = re.compile(r"max without \(instance, pod\b[^()]*\) \((?:[a-z_]+\()?$")
 
 
 @dataclass(frozen=True)
@@ -147,11 +152,33 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def substitute(expr: str, rate_interval: str = "1m", time_range: str = "5m") -> str:
-    """A dashboard expression as Grafana would send it with every variable set to All."""
+def substitute(
+    expr: str, rate_interval: str = "1m", time_range: str = "5m", job: str = ".*"
+) -> str:
+    """A dashboard expression as Grafana would send it: `job` as given, other variables All."""
     text = expr.replace("$__rate_interval", rate_interval).replace("$__range", time_range)
     text = text.replace("$__interval", "15s")
-    return re.sub(r"\$\{?(job|queue|task|worker)\}?", ".*", text)
+    text = re.sub(r"\$\{?job\}?", job, text)
+    return re.sub(r"\$\{?(queue|task|worker)\}?", ".*", text)
+
+
+def undeduplicated(expr: str, also: tuple[str, ...] = ()) -> list[str]:
+    """Raw exporter series `expr` reads without deduplicating HA replicas first.
+
+    A read is deduplicated when it sits directly in `max without (instance, pod...) (`, or
+    in a range function there (`max without (instance, pod) (rate(x[5m]))`), or after one of
+    the prefixes in `also` (e.g. `min(`, which duplicates do not change).
+    """
+    text = _STRING.sub('""', expr)
+    # Label names in `by (...)`, `without (...)`, `on (...)` are not series: blank them out,
+    # keeping positions, for the search only.
+    masked = _GROUPING.sub(lambda m: " " * len(m.group(0)), text)
+    found = []
+    for match in _RAW_SERIES.finditer(masked):
+        before = " ".join(text[: match.start()].split())
+        if not (_DEDUPLICATED.search(before) or before.endswith(also)):
+            found.append(match.group(1))
+    return found
 
 
 def _top_level(expr: str) -> list[tuple[int, int]]:

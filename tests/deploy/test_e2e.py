@@ -89,8 +89,10 @@ class Prometheus:
             raise QueryError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str) -> Series:
-        data = self._get("/api/v1/query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> Series:
+        """Evaluate `expr` now, or at Unix time `at`."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", **params)
         result: Series = data["result"] if data["resultType"] == "vector" else [data]
         return result
 
@@ -107,12 +109,13 @@ class QueryError(RuntimeError):
     """Prometheus rejected or failed a query."""
 
 
-def write_test_config(directory: Path, exporter_port: int) -> Path:
-    """The shipped config and rules, scraping the test exporter every second, `for:` short."""
+def write_test_config(directory: Path, *exporter_ports: int) -> Path:
+    """The shipped config and rules, scraping the test exporters every second, `for:` short."""
+    directory.mkdir(parents=True, exist_ok=True)
     config = promql.load_yaml(promql.PROMETHEUS_FILE)
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == promql.EXPORTER_JOB]
     job.update(scrape_interval="1s", scrape_timeout="1s")
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{exporter_port}"]}]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{port}" for port in exporter_ports]}]
     config["scrape_configs"] = [job]
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config.pop("alerting")  # no Alertmanager here; Prometheus still computes alert states
@@ -135,30 +138,34 @@ class Stack:
     killed: str  # node name of the worker SIGKILLed after the workload
 
 
-def run_workload(broker_url: str, seconds: float) -> None:
+def start_workload(broker_url: str, seconds: float) -> subprocess.Popen[bytes]:
+    """The workload producer (tests/deploy/workload.py) in the background."""
     env = {**os.environ, "CE_TEST_BROKER_URL": broker_url, "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run(
-        [sys.executable, "-m", "tests.deploy.workload", str(seconds)],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        timeout=seconds + 30,
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.deploy.workload", str(seconds)], cwd=REPO_ROOT, env=env
     )
+
+
+def finish_workload(producer: subprocess.Popen[bytes], seconds: float) -> None:
+    assert producer.wait(timeout=seconds + 30) == 0
+
+
+def run_workload(broker_url: str, seconds: float) -> None:
+    finish_workload(start_workload(broker_url, seconds), seconds)
+
+
+EXPORTER_ARGS = (
+    "--worker-timeout", str(WORKER_TIMEOUT),
+    "--queues", ",".join(QUEUES),
+    "--queue-poll-interval", "1",
+    "--inspect-interval", "2",
+    "--inspect-timeout", "1",
+)  # fmt: skip
 
 
 @pytest.fixture
 def stack(redis_url: str, worker_factory: WorkerFactory, tmp_path: Path) -> Iterator[Stack]:
-    exporter = ExporterProcess(
-        redis_url,
-        tmp_path / "exporter",
-        [
-            "--worker-timeout", str(WORKER_TIMEOUT),
-            "--queues", ",".join(QUEUES),
-            "--queue-poll-interval", "1",
-            "--inspect-interval", "2",
-            "--inspect-timeout", "1",
-        ],
-    )  # fmt: skip
+    exporter = ExporterProcess(redis_url, tmp_path / "exporter", EXPORTER_ARGS)
     prometheus: Prometheus | None = None
     try:
         exporter.start()

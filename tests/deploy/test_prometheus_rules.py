@@ -103,10 +103,13 @@ def test_alerts_follow_the_mixin_conventions() -> None:
 
 def test_the_required_alerts_exist_with_their_expressions() -> None:
     exprs = {rule["alert"]: " ".join(rule["expr"].split()) for rule in promql.alert_rules()}
-    assert exprs["CeleryWorkerDown"] == "celery_worker_up == 0"
-    assert exprs["CeleryWorkerTaskEventsDisabled"] == "celery_worker_task_events_enabled == 0"
-    assert exprs["CeleryBrokerUnreachable"] == "celery_exporter_broker_up == 0"
-    assert exprs["CeleryQueuePollFailing"] == "celery_exporter_queue_poll_success == 0"
+    one = "max without (instance, pod)"
+    assert exprs["CeleryWorkerDown"] == f"{one} (celery_worker_up) == 0"
+    assert (
+        exprs["CeleryWorkerTaskEventsDisabled"] == f"{one} (celery_worker_task_events_enabled) == 0"
+    )
+    assert exprs["CeleryBrokerUnreachable"] == f"{one} (celery_exporter_broker_up) == 0"
+    assert exprs["CeleryQueuePollFailing"] == f"{one} (celery_exporter_queue_poll_success) == 0"
     assert exprs["CeleryExporterDown"] == 'up{job="celery-exporter"} == 0'
     assert exprs["CeleryExporterAbsent"] == 'absent(up{job="celery-exporter"})'
     for name in (
@@ -125,6 +128,48 @@ def test_the_required_alerts_exist_with_their_expressions() -> None:
 def _seconds(duration: str) -> int:
     value, unit = int(duration[:-1]), duration[-1]
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+# Alerts about one scrape target: they aggregate nothing, and a replica that is down is news.
+PER_TARGET = {"CeleryExporterDown", "CeleryExporterAbsent"}
+
+
+def test_rules_deduplicate_ha_replicas_before_aggregating() -> None:
+    checked = 0
+    for rule in promql.rules():
+        if rule.get("alert") in PER_TARGET:
+            continue
+        assert not promql.undeduplicated(rule["expr"]), rule.get("alert") or rule["record"]
+        checked += "celery_" in rule["expr"]
+    assert checked >= 12
+
+
+@pytest.mark.parametrize(
+    ("expr", "raw"),
+    [
+        ("sum(rate(celery_a_total[5m]))", ["celery_a_total"]),
+        ("sum without (hostname) (max without (instance, pod) (rate(celery_a_total[5m])))", []),
+        ('max without (instance, pod) (celery_b{job=~"$job"}) > 0', []),
+        ("max without (instance) (celery_b)", ["celery_b"]),  # pod would survive
+        ("max without (instance, pod, version) (celery_c) * 0 or celery_d", ["celery_d"]),
+        ('up{job="x"} == 0 unless on (job, celery_e) celery:recorded:rate5m', ["up"]),
+    ],
+)
+def test_undeduplicated_finds_raw_reads(expr: str, raw: list[str]) -> None:
+    assert promql.undeduplicated(expr) == raw
+
+
+def test_ha_cases_run_two_instances_with_one_restarted() -> None:
+    ha = [case for case in _unit_test_cases() if case["name"].startswith("HA pair")]
+    assert len(ha) >= 5
+    for case in ha:
+        instances = {
+            re.search(r'instance="([^"]+)"', series["series"]).group(1)  # type: ignore[union-attr]
+            for series in case["input_series"]
+        }
+        assert len(instances) == 2, case["name"]
+    restarted = [c for c in ha if any("stale" in s["values"] for s in c["input_series"])]
+    assert len(restarted) >= 4
 
 
 def test_worker_down_can_fire_with_the_exporter_defaults() -> None:
