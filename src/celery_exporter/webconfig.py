@@ -15,7 +15,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -183,17 +183,26 @@ def _tls_version(name: str, key: str) -> ssl.TLSVersion:
     return TLS_VERSIONS[name]
 
 
-def _pem(get: Mapping[str, str], inline: str, file_key: str, base: Path) -> tuple[str, str]:
-    """(PEM text, description) from the inline key or the file key; ("", "") if neither."""
+class _Pem(NamedTuple):
+    text: str  # "" when the config names neither key
+    what: str  # how messages name it: "tls_server_config.cert" or "cert_file /path"
+    path: Path | None  # the file it was read from; None when inline
+
+
+def _pem(get: Mapping[str, str], inline: str, file_key: str, base: Path) -> _Pem:
+    """The PEM text from the inline key or the file key; empty if neither."""
     if get[inline] and get[file_key]:
         raise _FileError(f"tls_server_config: give {inline} or {file_key}, not both")
     if get[inline]:
-        return get[inline], f"tls_server_config.{inline}"
+        what = f"tls_server_config.{inline}"
+        if not get[inline].isascii():
+            raise _FileError(f"{what} is not PEM text")
+        return _Pem(get[inline], what, None)
     if not get[file_key]:
-        return "", ""
+        return _Pem("", "", None)
     path = base / get[file_key]
     try:
-        return path.read_text(encoding="ascii"), f"{file_key} {path}"
+        return _Pem(path.read_text(encoding="ascii"), f"{file_key} {path}", path)
     except OSError as exc:
         raise _FileError(f"cannot read {file_key} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -201,31 +210,63 @@ def _pem(get: Mapping[str, str], inline: str, file_key: str, base: Path) -> tupl
 
 
 def _load_server_cert(context: ssl.SSLContext, get: Mapping[str, str], base: Path) -> None:
-    cert, cert_what = _pem(get, "cert", "cert_file", base)
-    key, key_what = _pem(get, "key", "key_file", base)
-    if not cert or not key:
+    cert = _pem(get, "cert", "cert_file", base)
+    key = _pem(get, "key", "key_file", base)
+    if not cert.text or not key.text:
         raise _FileError("tls_server_config needs cert_file and key_file (or cert and key)")
-    if "-----BEGIN CERTIFICATE-----" not in cert:
-        raise _FileError(f"{cert_what} holds no PEM certificate")
-    if "PRIVATE KEY-----" not in key:
-        raise _FileError(f"{key_what} holds no PEM private key")
+    if "-----BEGIN CERTIFICATE-----" not in cert.text:
+        raise _FileError(f"{cert.what} holds no PEM certificate")
+    if "PRIVATE KEY-----" not in key.text:
+        raise _FileError(f"{key.what} holds no PEM private key")
+    if cert.path is not None and key.path is not None:
+        # Straight from the files: no scratch copy, so a read-only root needs no /tmp.
+        _load_cert_chain(context, cert, key, cert.path, key.path)
+        return
+    # load_cert_chain reads only files; inline PEM goes through a private temporary directory.
+    inline = [pem.what for pem in (cert, key) if pem.path is None]
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="celery-exporter-tls-")
+    except OSError as exc:
+        raise _no_scratch(inline, exc) from None
+    with scratch:
+        cert_path, key_path = cert.path, key.path
+        try:
+            if cert_path is None:
+                cert_path = Path(scratch.name) / "cert.pem"
+                cert_path.write_text(cert.text, encoding="ascii")
+            if key_path is None:
+                key_path = Path(scratch.name) / "key.pem"
+                key_path.touch(mode=0o600)
+                key_path.write_text(key.text, encoding="ascii")
+        except OSError as exc:
+            raise _no_scratch(inline, exc) from None
+        _load_cert_chain(context, cert, key, cert_path, key_path)
 
+
+def _load_cert_chain(
+    context: ssl.SSLContext, cert: _Pem, key: _Pem, cert_path: Path, key_path: Path
+) -> None:
     def no_password() -> bytes:
         # OpenSSL would otherwise prompt on the terminal and a daemon would hang there.
-        raise _FileError(f"{key_what} is encrypted; the exporter needs an unencrypted key")
+        raise _FileError(f"{key.what} is encrypted; the exporter needs an unencrypted key")
 
-    # load_cert_chain reads only files; inline PEM goes through a private temporary directory.
-    with tempfile.TemporaryDirectory(prefix="celery-exporter-tls-") as scratch:
-        cert_path, key_path = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
-        cert_path.write_text(cert, encoding="ascii")
-        key_path.touch(mode=0o600)
-        key_path.write_text(key, encoding="ascii")
-        try:
-            context.load_cert_chain(cert_path, key_path, password=no_password)
-        except ssl.SSLError as exc:
-            if "KEY_VALUES_MISMATCH" in str(exc):
-                raise _FileError(f"{cert_what} does not match {key_what}") from None
-            raise _FileError(f"{cert_what} / {key_what}: unusable ({exc.reason or exc})") from None
+    try:
+        context.load_cert_chain(cert_path, key_path, password=no_password)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise _FileError(f"{cert.what} does not match {key.what}") from None
+        raise _FileError(f"{cert.what} / {key.what}: unusable ({exc.reason or exc})") from None
+    except OSError as exc:  # e.g. a Secret rotated away between reading and loading
+        raise _FileError(f"{cert.what} / {key.what}: cannot load ({exc.strerror or exc})") from None
+
+
+def _no_scratch(inline: list[str], exc: OSError) -> _FileError:
+    where = f": {exc.filename}" if exc.filename else ""
+    verb = "needs" if len(inline) == 1 else "need"
+    return _FileError(
+        f"inline {' and '.join(inline)} {verb} a writable temporary directory "
+        f"({exc.strerror or exc}{where}); set TMPDIR, or use cert_file and key_file"
+    )
 
 
 def _client_auth(context: ssl.SSLContext, get: Mapping[str, str], base: Path) -> None:
@@ -237,7 +278,7 @@ def _client_auth(context: ssl.SSLContext, get: Mapping[str, str], base: Path) ->
             f"tls_server_config.client_auth_type {auth_type!r}: want one of "
             + ", ".join(CLIENT_AUTH_TYPES)
         )
-    ca, ca_what = _pem(get, "client_ca", "client_ca_file", base)
+    ca, ca_what, _ = _pem(get, "client_ca", "client_ca_file", base)
     if ca and auth_type == "NoClientCert":
         raise _FileError(
             "client_ca_file is set but client_auth_type is NoClientCert; "

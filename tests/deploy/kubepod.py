@@ -169,17 +169,27 @@ def setpriv_args(pod: Obj, container: Obj) -> list[str]:
 
 class PodProcess:
     """The exporter started as the container would start it (the image's entrypoint, no
-    arguments), inside the sandbox above. Stop it with terminate_pid(self.proc.pid)."""
+    arguments), inside the sandbox above. Stop it with terminate_pid(self.proc.pid).
+
+    `command` replaces the entrypoint (as `kubectl exec` would run it in the container), for
+    tests that check the sandbox itself."""
 
     def __init__(
-        self, pod: Obj, container: Obj, env: dict[str, str], mounts: dict[str, Path], root: Path
+        self,
+        pod: Obj,
+        container: Obj,
+        env: dict[str, str],
+        mounts: dict[str, Path],
+        root: Path,
+        command: list[str] | None = None,
     ) -> None:
         if os.geteuid() != 0:
             raise AssertionError("reproducing a pod needs root (mount namespace, setpriv)")
         self.log = root / "container.log"
         script = sandbox_script(pod, container, mounts, root / "overlay")
         # The image's ENTRYPOINT is `celery-exporter`: here the checkout's code and venv.
-        entry = [*setpriv_args(pod, container), sys.executable, "-m", "celery_exporter"]
+        command = command or [sys.executable, "-m", "celery_exporter"]
+        entry = [*setpriv_args(pod, container), *command]
         script += "\nexec " + " ".join(map(shlex.quote, entry))
         # The image's ENV, then the container's.
         base = {

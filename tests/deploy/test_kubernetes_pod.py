@@ -17,7 +17,9 @@ import ipaddress
 import json
 import socket
 import ssl
+import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +77,14 @@ def test_every_ce_variable_is_read_by_the_exporter(
 
 @pytest.fixture
 def run_pod(tmp_path: Path) -> Iterator[Any]:
-    """run_pod(docs, secrets) -> (PodProcess, container, port): the exporter container of a
-    rendered kustomization, started as kubelet would with its volumes and security context."""
+    """run_pod(docs, secrets[, command]) -> (PodProcess, container, port): the exporter
+    container of a rendered kustomization, started as kubelet would with its volumes and
+    security context (running `command` instead of the exporter if given)."""
     started: list[PodProcess] = []
 
-    def run(docs: list[Obj], secrets: Secrets) -> tuple[PodProcess, Obj, int]:
+    def run(
+        docs: list[Obj], secrets: Secrets, command: list[str] | None = None
+    ) -> tuple[PodProcess, Obj, int]:
         pod = exporter_deployment(docs)["spec"]["template"]["spec"]
         container = exporter_container(docs)
         root = tmp_path / f"pod-{len(started)}"
@@ -88,7 +93,7 @@ def run_pod(tmp_path: Path) -> Iterator[Any]:
         assert env["CE_HOST"] == "0.0.0.0"  # all interfaces: kubelet probes the pod IP
         port = free_port()
         env["CE_HOST"], env["CE_PORT"] = "127.0.0.1", str(port)
-        process = PodProcess(pod, container, env, mounts, root)
+        process = PodProcess(pod, container, env, mounts, root, command)
         started.append(process)
         return process, container, port
 
@@ -245,18 +250,65 @@ def test_web_config_variant_serves_tls_and_auth_and_its_probes_pass(
     assert process.probe(container["readinessProbe"], port) == 200
 
 
-@pytest.mark.integration
-def test_the_pod_sandbox_bites_without_the_tmp_volume(
-    rendered: dict[str, str], redis_url: str, run_pod: Any
-) -> None:
-    """The root file system really is read-only in these tests: without the /tmp emptyDir,
-    the exporter cannot write the scratch copy of its certificate and does not start."""
-    docs = objects(rendered["examples/production"])
+def drop_tmp_volume(docs: list[Obj]) -> None:
+    """Take the /tmp emptyDir out of the exporter's pod (in place)."""
     pod = exporter_deployment(docs)["spec"]["template"]["spec"]
     container = exporter_container(docs)
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["mountPath"] != "/tmp"]
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "tmp"]
-    process, _, _ = run_pod(docs, web_secrets(redis_url, "scrape-secret"))
-    wait_for(lambda: process.proc.poll() is not None, 30, "the exporter to exit")
-    assert process.proc.returncode != 0
-    assert "temporary directory" in process.output().lower(), process.output()
+
+
+@pytest.mark.integration
+def test_web_config_variant_needs_no_tmp_volume(
+    rendered: dict[str, str], redis_url: str, run_pod: Any
+) -> None:
+    """The certificate and key are loaded from the Secret's files as they are: on the read-only
+    root without the /tmp emptyDir, the exporter still starts and its HTTPS probes pass."""
+    docs = objects(rendered["examples/production"])
+    drop_tmp_volume(docs)
+    process, container, port = run_pod(docs, web_secrets(redis_url, "scrape-secret"))
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert_probes_pass(process, container, port)
+
+
+# Creates a file in /tmp, which is world-writable, so only a read-only file system refuses it.
+WRITE_TMP = """
+import errno, os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+except OSError as exc:
+    sys.exit(f"refused: {errno.errorcode[exc.errno]}")
+print("written")
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tmp_volume", [True, False], ids=["with /tmp volume", "without"])
+def test_the_pod_sandbox_root_is_read_only(
+    rendered: dict[str, str], run_pod: Any, tmp_path: Path, tmp_volume: bool
+) -> None:
+    """The sandbox really bites: in the container, /tmp on the root file system refuses a
+    write with EROFS; with the manifest's emptyDir the same write lands in the volume."""
+    docs = objects(rendered["."])
+    if not tmp_volume:
+        drop_tmp_volume(docs)
+    name = f"celery-exporter-rofs-check-{uuid.uuid4().hex}"
+    secrets = {BROKER_SECRET[0]: {BROKER_SECRET[1]: b"redis://127.0.0.1:1/0"}}
+    command = [sys.executable, "-c", WRITE_TMP, f"/tmp/{name}"]
+    try:
+        process, _, _ = run_pod(docs, secrets, command)
+        wait_for(lambda: process.proc.poll() is not None, 30, "the write check to finish")
+        output = process.output()
+        written = list(tmp_path.glob(f"pod-0/volume-*-tmp/{name}"))
+        if tmp_volume:
+            assert process.proc.returncode == 0, output
+            assert output.strip() == "written"
+            assert len(written) == 1  # in the emptyDir, not on the host
+            assert not Path("/tmp", name).exists()
+        else:
+            assert process.proc.returncode == 1, output
+            assert output.strip() == "refused: EROFS"
+            assert written == []
+    finally:
+        Path("/tmp", name).unlink(missing_ok=True)  # only if the sandbox failed to protect it

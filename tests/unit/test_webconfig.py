@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import ssl
+import tempfile
 import threading
 from pathlib import Path
 
 import bcrypt
 import pytest
 
+from celery_exporter import cli
 from celery_exporter.basic_auth import CHALLENGE, BasicAuth
 from celery_exporter.config import ConfigError
 from celery_exporter.webconfig import WebConfig, load_web_config
@@ -60,6 +63,11 @@ def tls_yaml(pki: Pki, extra: str = "") -> str:
         f"  cert_file: {pki.server_cert}\n"
         f"  key_file: {pki.server_key}\n" + extra
     )
+
+
+def block(path: Path) -> str:
+    """A PEM file as an indented YAML block scalar, for the inline keys."""
+    return "|\n" + "".join(f"    {line}\n" for line in path.read_text().splitlines())
 
 
 def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str | None:
@@ -203,9 +211,6 @@ def test_relative_paths_resolve_against_the_config_file(
 
 
 def test_inline_pem(write: WriteConfig, pki: Pki) -> None:
-    def block(path: Path) -> str:
-        return "|\n" + "".join(f"    {line}\n" for line in path.read_text().splitlines())
-
     context = load_web_config(
         write(
             "tls_server_config:\n"
@@ -217,6 +222,105 @@ def test_inline_pem(write: WriteConfig, pki: Pki) -> None:
     ).ssl_context
     assert context is not None
     assert handshake(context, client_context(pki, (pki.client_cert, pki.client_key))) is None
+
+
+# --- the temporary directory: needed only for inline PEM -------------------------------------
+
+
+@pytest.fixture
+def no_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every temporary directory the process asks for fails, as on a read-only root without a
+    /tmp volume. tempfile caches its choice in tempfile.tempdir, so that is what is pointed at
+    a directory that does not exist (TMPDIR alone would fall back to a writable /tmp)."""
+    missing = tmp_path / "no-such-dir"
+    monkeypatch.setenv("TMPDIR", str(missing))
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    with pytest.raises(FileNotFoundError):  # the fixture really takes the temp dir away
+        tempfile.TemporaryDirectory()
+
+
+@pytest.mark.usefixtures("no_temp_dir")
+def test_cert_and_key_files_load_without_a_temporary_directory(
+    write: WriteConfig, pki: Pki
+) -> None:
+    extra = f"  client_ca_file: {pki.ca_cert}\n  client_auth_type: RequireAndVerifyClientCert\n"
+    context = load_web_config(write(tls_yaml(pki, extra))).ssl_context
+    assert context is not None
+    assert handshake(context, client_context(pki, (pki.client_cert, pki.client_key))) is None
+
+
+@pytest.mark.usefixtures("no_temp_dir")
+def test_file_faults_are_still_named_without_a_temporary_directory(
+    write: WriteConfig, tmp_path: Path, pki: Pki
+) -> None:
+    for case in ("key does not match", "key is encrypted"):
+        text, problem = _tls_case(pki, tmp_path, case)
+        assert_one_line_error(write(text), problem)
+
+
+def test_inline_pem_leaves_nothing_in_the_temporary_directory(
+    write: WriteConfig, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    text = f"tls_server_config:\n  cert: {block(pki.server_cert)}  key: {block(pki.server_key)}"
+    context = load_web_config(write(text)).ssl_context
+    assert context is not None
+    assert handshake(context, client_context(pki)) is None
+    assert list(scratch.iterdir()) == []  # the private key's copy is gone
+
+
+def test_inline_key_with_a_cert_file(write: WriteConfig, pki: Pki) -> None:
+    text = f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key: {block(pki.server_key)}"
+    context = load_web_config(write(text)).ssl_context
+    assert context is not None
+    assert handshake(context, client_context(pki)) is None
+
+
+@pytest.mark.usefixtures("no_temp_dir")
+@pytest.mark.parametrize(
+    ("inline", "problem"),
+    [
+        (
+            "both",
+            "inline tls_server_config.cert and tls_server_config.key need a writable "
+            "temporary directory (No such file or directory",
+        ),
+        (
+            "key",
+            "inline tls_server_config.key needs a writable temporary directory "
+            "(No such file or directory",
+        ),
+    ],
+    ids=["cert and key inline", "key inline"],
+)
+def test_inline_pem_without_a_temporary_directory_is_one_line_and_exit_2(
+    write: WriteConfig,
+    pki: Pki,
+    inline: str,
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the CLI, as the exporter starts: one line on stderr, exit 2, no traceback."""
+    if inline == "both":
+        cert = f"  cert: {block(pki.server_cert)}"
+    else:
+        cert = f"  cert_file: {pki.server_cert}\n"
+    path = write(f"tls_server_config:\n{cert}  key: {block(pki.server_key)}")
+    monkeypatch.setattr("celery_exporter.logs.setup_logging", lambda *_: None)  # keep pytest's
+    for name in [n for n in os.environ if n.startswith("CE_")]:
+        monkeypatch.delenv(name)
+    argv = ["--broker-url", "redis://127.0.0.1:1/0", "--web-config-file", path]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"celery-exporter: error: --web-config-file {path}: {problem}"), err
+    assert "set TMPDIR, or use cert_file and key_file" in err
+    assert "Traceback" not in err
 
 
 def test_tls_versions_and_ciphers(write: WriteConfig, pki: Pki) -> None:
@@ -323,6 +427,10 @@ def _tls_case(pki: Pki, tmp: Path, case: str) -> tuple[str, str]:
             f"  key_file: {write_encrypted_key(tmp, b'pw')}\n",
             f"key_file {tmp / 'encrypted.key'} is encrypted",
         ),
+        "inline cert not ASCII": (
+            "tls_server_config:\n  cert: 'certificat\u00e9'\n  key: x\n",
+            "tls_server_config.cert is not PEM text",
+        ),
         "cert inline and file": (
             tls_yaml(pki, "  cert: x\n"),
             "give cert or cert_file, not both",
@@ -380,6 +488,7 @@ TLS_CASES = [
     "key is a certificate",
     "key does not match",
     "key is encrypted",
+    "inline cert not ASCII",
     "cert inline and file",
     "CA is garbage",
     "CA without auth type",
