@@ -23,21 +23,29 @@ REPLICA_LABELS = frozenset({"instance", "pod"})
 LabelKey = tuple[tuple[str, str], ...]
 
 
-def increase(
+def increments(
     values: Sequence[tuple[float, float]], start: float, restarts: Sequence[float] = ()
-) -> float:
-    """What a counter counted after `start`, from its samples (oldest first).
+) -> list[tuple[float, float]]:
+    """(time, what the counter counted since its previous sample) for each sample after `start`.
 
-    `restarts`: times at which the process exposing the counter (re)started.
+    `values`: the counter's samples, oldest first. `restarts`: times at which the process
+    exposing the counter (re)started.
     """
     previous, previous_at = 0.0, -math.inf
-    total = 0.0
+    found = []
     for at, value in values:
         restarted = any(previous_at < r <= at for r in restarts)
         if at > start:
-            total += value - previous if value >= previous and not restarted else value
+            found.append((at, value - previous if value >= previous and not restarted else value))
         previous, previous_at = value, at
-    return total
+    return found
+
+
+def increase(
+    values: Sequence[tuple[float, float]], start: float, restarts: Sequence[float] = ()
+) -> float:
+    """What a counter counted after `start`."""
+    return sum(counted for _, counted in increments(values, start, restarts))
 
 
 def restart_times(series: Iterable[Series]) -> dict[tuple[str, str], list[float]]:
@@ -62,6 +70,34 @@ def deduplicated(
         counted = increase(s["values"], start, (restarts or {}).get(process, ()))
         found[key] = max(found.get(key, 0.0), counted)
     return found
+
+
+def binned(
+    series: Iterable[Series],
+    start: float,
+    step: float,
+    bins: int,
+    restarts: dict[tuple[str, str], list[float]] | None = None,
+) -> list[float]:
+    """What all series counted in each of `bins` intervals of `step` seconds from `start`.
+
+    Of the replicas of a label set, the one that counted most is used whole (its bins, not a
+    max per bin: replicas scrape at different moments, so one task can land in neighbouring
+    bins), so the bins add up to the deduplicated total.
+    """
+    chosen: dict[LabelKey, tuple[float, list[tuple[float, float]]]] = {}
+    for s in series:
+        key = tuple(sorted((k, v) for k, v in s["metric"].items() if k not in REPLICA_LABELS))
+        process = (s["metric"].get("job", ""), s["metric"].get("instance", ""))
+        steps = increments(s["values"], start, (restarts or {}).get(process, ()))
+        total = sum(counted for _, counted in steps)
+        if key not in chosen or total > chosen[key][0]:
+            chosen[key] = (total, steps)
+    out = [0.0] * bins
+    for _, steps in chosen.values():
+        for at, counted in steps:
+            out[min(bins - 1, max(0, int((at - start) // step)))] += counted
+    return out
 
 
 def total_by(counts: dict[LabelKey, float], *labels: str) -> dict[tuple[str, ...], float]:

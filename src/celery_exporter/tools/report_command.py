@@ -17,7 +17,8 @@ import click
 from ..config import ConfigError, parse_metric_prefix
 from .http import HttpError
 from .prometheus import PrometheusClient
-from .report_data import Filters, build_report
+from .report_data import build_report
+from .report_fetch import Filters
 from .report_html import as_html
 from .report_text import as_markdown, as_text
 from .timerange import RangeError, resolve

@@ -1,95 +1,24 @@
 """The report's figures, computed from Prometheus alone (schema: docs/report.schema.json).
 
-Counts are exact integers from raw samples (tools/counters.py); charts and the throughput peak
-come from range queries written in the shipped rules' style, replicas deduplicated first:
-`sum(max without (instance, pod) (rate(x[w])))`. Everything is returned as one JSON-ready dict,
-which the renderers and recommendations read.
+Counts are exact integers from raw samples (tools/counters.py, read by tools/report_fetch.py).
+Everything is returned as one JSON-ready dict, which the renderers and recommendations read.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .counters import (
-    LabelKey,
-    bucket_counts,
-    deduplicated,
-    exact,
-    quantile,
-    restart_times,
-    total_by,
-)
+from .counters import LabelKey, bucket_counts, exact, quantile, total_by
 from .prometheus import PrometheusClient, Series
 from .recommend import THRESHOLD_DEFAULTS, recommendations
+from .report_fetch import Fetcher, Filters, Points
 from .timerange import iso
 
 SCHEMA_ID = "celery-exporter-report/1"
 COUNTERS = ("sent", "received", "succeeded", "failed", "retried", "rejected", "revoked")
-LOOKBACK = 300.0  # seconds before the range searched for each series' last earlier sample
-MAX_POINTS = 240  # chart points per series
 TOP = 5
-
-
-@dataclass(frozen=True)
-class Filters:
-    job: tuple[str, ...] = ()
-    queue: tuple[str, ...] = ()
-    task: tuple[str, ...] = ()
-
-    def selector(self, *, queue: bool = True, task: bool = True) -> str:
-        """A label selector such as {job=~"a|b",queue_name=~"q"}; regex-escaped values."""
-        parts = []
-        for label, values, used in (
-            ("job", self.job, True),
-            ("queue_name", self.queue, queue),
-            ("name", self.task, task),
-        ):
-            if used and values:
-                alternatives = "|".join(_regex_escape(v) for v in values)
-                parts.append(f'{label}=~"{alternatives}"')
-        return "{" + ",".join(parts) + "}"
-
-
-def _regex_escape(value: str) -> str:
-    escaped = "".join(f"\\\\{c}" if c in r".^$*+?()[]{}|\\" else c for c in value)
-    return escaped.replace('"', '\\"')
-
-
-class Fetcher:
-    """The report's Prometheus queries over one range."""
-
-    def __init__(
-        self, client: PrometheusClient, start: float, end: float, prefix: str, filters: Filters
-    ) -> None:
-        self.client = client
-        self.start, self.end = start, end
-        self.prefix = prefix
-        self.filters = filters
-        self.step = max(1.0, math.ceil((end - start) / MAX_POINTS))
-        self.window = max(self.step, 60.0)
-        job = filters.selector(queue=False, task=False)
-        self.restarts = restart_times(self.raw("process_start_time_seconds", job, prefixed=False))
-
-    def raw(self, metric: str, selector: str, prefixed: bool = True) -> list[Series]:
-        span = math.ceil(self.end - self.start + LOOKBACK)
-        name = f"{self.prefix}{metric}" if prefixed else metric
-        return self.client.instant(f"{name}{selector}[{span}s]", self.end)
-
-    def counts(self, metric: str) -> dict[LabelKey, float]:
-        series = self.raw(metric, self.filters.selector())
-        return deduplicated(series, self.start, self.restarts)
-
-    def range(self, expr: str) -> list[Series]:
-        return self.client.range(expr, self.start, self.end, self.step)
-
-    def rate_sum(self, metric: str, by: str = "") -> str:
-        selected = f"{self.prefix}{metric}{self.filters.selector()}[{self.window:g}s]"
-        inner = f"max without (instance, pod) (rate({selected}))"
-        return f"sum{f' by ({by})' if by else ''} ({inner})"
 
 
 def build_report(
@@ -102,12 +31,7 @@ def build_report(
 ) -> dict[str, Any]:
     fetch = Fetcher(client, start, end, prefix, filters)
     counts = {kind: fetch.counts(f"task_{kind}_total") for kind in COUNTERS}
-    job = filters.selector(queue=False, task=False)
-    workers = fetch.range(f"max without (instance, pod) ({prefix}worker_up{job})")
-    backlog = fetch.range(
-        f"sum by (queue_name) (max without (instance, pod) "
-        f"({prefix}queue_length{filters.selector(task=False)}))"
-    )
+    backlog = fetch.backlog()
     report: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "generated_at": iso(time.time() if now is None else now),
@@ -124,7 +48,8 @@ def build_report(
             "queue": list(filters.queue),
             "task": list(filters.task),
         },
-        "has_data": any(counts.values()) or bool(workers) or bool(backlog),
+        # Worker series alone are no data: they carry no queue or task label to filter on.
+        "has_data": any(counts.values()) or bool(backlog),
     }
     if not report["has_data"]:
         return report
@@ -133,11 +58,11 @@ def build_report(
     report["totals"] = totals
     report["failure_ratio"] = _ratio(totals["failed"], finished)
     report["runtime_seconds"] = _runtime(fetch)
-    report["charts"] = _charts(fetch, backlog)
+    report["charts"] = fetch.charts(backlog)
     report["throughput"] = _throughput(report["charts"]["throughput"], finished, end - start)
     report["tasks"] = _tasks(fetch, counts)
     report["queues"] = _queues(fetch, counts, backlog)
-    report["workers"] = _workers(fetch, workers)
+    report["workers"] = _workers(fetch)
     report["busy_ratio"] = _busy(fetch)
     report["top_failing_tasks"] = sorted(
         (t for t in report["tasks"] if t["failed"]), key=lambda t: (-t["failed"], t["task"])
@@ -172,41 +97,8 @@ def _runtime(fetch: Fetcher) -> dict[str, float | None]:
     }
 
 
-Points = list[list[float]]  # [[unix seconds, value], ...]
-
-
-def _points(series: Sequence[Series]) -> Points:
-    """The first series' values (a sum() yields at most one), NaN points dropped."""
-    if not series:
-        return []
-    return [[t, round(v, 6)] for t, v in series[0]["values"] if not math.isnan(v)]
-
-
-def _charts(fetch: Fetcher, backlog: list[Series]) -> dict[str, dict[str, Points]]:
-    runtime = "task_runtime_bucket"
-    quantiles = {
-        name: _points(fetch.range(f"histogram_quantile({q}, {fetch.rate_sum(runtime, by='le')})"))
-        for name, q in (("p50", 0.5), ("p95", 0.95))
-    }
-    return {
-        "throughput": {
-            "succeeded": _points(fetch.range(fetch.rate_sum("task_succeeded_total"))),
-            "failed": _points(fetch.range(fetch.rate_sum("task_failed_total"))),
-        },
-        "failures": {
-            "failed": _points(fetch.range(fetch.rate_sum("task_failed_total"))),
-            "retried": _points(fetch.range(fetch.rate_sum("task_retried_total"))),
-        },
-        "backlog": {
-            s["metric"].get("queue_name", ""): _points([s])
-            for s in sorted(backlog, key=lambda s: s["metric"].get("queue_name", ""))
-        },
-        "runtime": quantiles,
-    }
-
-
 def _throughput(series: dict[str, Points], finished: int, seconds: float) -> dict[str, Any]:
-    """Average over the range (exact count / seconds) and the peak of the completed rate."""
+    """Average over the range (exact count / seconds) and the busiest bin of the charts."""
     completed: dict[float, float] = {}
     for points in series.values():
         for t, v in points:
@@ -293,8 +185,9 @@ def _queues(
     ]
 
 
-def _workers(fetch: Fetcher, up: list[Series]) -> list[dict[str, Any]]:
+def _workers(fetch: Fetcher) -> list[dict[str, Any]]:
     """Per worker: the share of the range's steps, while it was known, at which it was up."""
+    up = fetch.range(f"max without (instance, pod) ({fetch.prefix}worker_up{fetch.job})")
     out = []
     for s in sorted(up, key=lambda s: s["metric"].get("worker", "")):
         values = [v for _, v in s["values"] if not math.isnan(v)]
@@ -311,7 +204,7 @@ def _workers(fetch: Fetcher, up: list[Series]) -> list[dict[str, Any]]:
 
 def _busy(fetch: Fetcher) -> float | None:
     """Average share of pool processes busy with a task, over the range."""
-    job = fetch.filters.selector(queue=False, task=False)
+    job = fetch.job
     series = fetch.range(
         f"sum(max without (instance, pod) ({fetch.prefix}worker_tasks_active{job})) / "
         f"sum(max without (instance, pod) ({fetch.prefix}worker_concurrency{job}))"

@@ -46,7 +46,7 @@ def chart(chart_id: str, title: str, lines: dict[str, list[list[float]]], start:
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - 2 * PAD_Y
 
     def xy(t: float, v: float) -> str:
-        x = PAD_LEFT + (t - start) / span * plot_w
+        x = PAD_LEFT + min(1.0, max(0.0, (t - start) / span)) * plot_w
         y = PAD_Y + plot_h - v / top * plot_h
         return f"{x:.1f},{y:.1f}"
 

@@ -1,0 +1,120 @@
+"""The report's Prometheus queries over one range, and the charts built from them.
+
+Raw samples are read once per metric (`name{...}[range + lookback]` at the range's end) and
+counted exactly by tools/counters.py. The counter charts (throughput, failures) are those same
+exact counts put in bins of `step` seconds, so they add up to the totals and show the first
+tasks of a series born inside the range, which rate() would miss. Backlog and runtime charts are
+range queries in the shipped rules' style, replicas deduplicated first:
+`sum(max without (instance, pod) (...))`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .counters import LabelKey, binned, deduplicated, restart_times
+from .prometheus import PrometheusClient, Series
+
+LOOKBACK = 300.0  # seconds before the range searched for each series' last earlier sample
+MAX_POINTS = 240  # chart points per series
+Points = list[list[float]]  # [[unix seconds, value], ...]
+
+
+@dataclass(frozen=True)
+class Filters:
+    job: tuple[str, ...] = ()
+    queue: tuple[str, ...] = ()
+    task: tuple[str, ...] = ()
+
+    def selector(self, *, queue: bool = True, task: bool = True) -> str:
+        """A label selector such as {job=~"a|b",queue_name=~"q"}; regex-escaped values."""
+        parts = []
+        for label, values, used in (
+            ("job", self.job, True),
+            ("queue_name", self.queue, queue),
+            ("name", self.task, task),
+        ):
+            if used and values:
+                alternatives = "|".join(_regex_escape(v) for v in values)
+                parts.append(f'{label}=~"{alternatives}"')
+        return "{" + ",".join(parts) + "}"
+
+
+def _regex_escape(value: str) -> str:
+    escaped = "".join(f"\\\\{c}" if c in r".^$*+?()[]{}|\\" else c for c in value)
+    return escaped.replace('"', '\\"')
+
+
+class Fetcher:
+    def __init__(
+        self, client: PrometheusClient, start: float, end: float, prefix: str, filters: Filters
+    ) -> None:
+        self.client = client
+        self.start, self.end = start, end
+        self.prefix = prefix
+        self.filters = filters
+        self.step = float(max(1, math.ceil((end - start) / MAX_POINTS)))
+        self.bins = max(1, math.ceil((end - start) / self.step))
+        self.window = max(self.step, 60.0)
+        self.job = filters.selector(queue=False, task=False)
+        self._raw: dict[str, list[Series]] = {}
+        self.restarts = restart_times(self.raw("process_start_time_seconds", prefixed=False))
+
+    def raw(self, metric: str, prefixed: bool = True) -> list[Series]:
+        """Every sample of `metric` (filtered) from LOOKBACK before the range to its end."""
+        if metric not in self._raw:
+            span = math.ceil(self.end - self.start + LOOKBACK)
+            name = f"{self.prefix}{metric}" if prefixed else metric
+            selector = self.filters.selector() if prefixed else self.job
+            self._raw[metric] = self.client.instant(f"{name}{selector}[{span}s]", self.end)
+        return self._raw[metric]
+
+    def counts(self, metric: str) -> dict[LabelKey, float]:
+        """Exact increase in the range per label set, replicas deduplicated."""
+        return deduplicated(self.raw(metric), self.start, self.restarts)
+
+    def per_second(self, metric: str) -> Points:
+        """The metric's exact count per bin, as a rate, at each bin's middle."""
+        counted = binned(self.raw(metric), self.start, self.step, self.bins, self.restarts)
+        return [
+            [min(self.end, self.start + (i + 0.5) * self.step), round(n / self.step, 6)]
+            for i, n in enumerate(counted)
+        ]
+
+    def range(self, expr: str) -> list[Series]:
+        return self.client.range(expr, self.start, self.end, self.step)
+
+    def backlog(self) -> list[Series]:
+        return self.range(
+            f"sum by (queue_name) (max without (instance, pod) "
+            f"({self.prefix}queue_length{self.filters.selector(task=False)}))"
+        )
+
+    def charts(self, backlog: list[Series]) -> dict[str, dict[str, Points]]:
+        bucket = f"{self.prefix}task_runtime_bucket{self.filters.selector()}[{self.window:g}s]"
+        by_le = f"sum by (le) (max without (instance, pod) (rate({bucket})))"
+        return {
+            "throughput": {
+                "succeeded": self.per_second("task_succeeded_total"),
+                "failed": self.per_second("task_failed_total"),
+            },
+            "failures": {
+                "failed": self.per_second("task_failed_total"),
+                "retried": self.per_second("task_retried_total"),
+            },
+            "backlog": {
+                s["metric"].get("queue_name", ""): _points(s)
+                for s in sorted(backlog, key=lambda s: s["metric"].get("queue_name", ""))
+            },
+            "runtime": {
+                name: _points(next(iter(self.range(f"histogram_quantile({q}, {by_le})")), None))
+                for name, q in (("p50", 0.5), ("p95", 0.95))
+            },
+        }
+
+
+def _points(series: Series | None) -> Points:
+    if series is None:
+        return []
+    return [[t, round(v, 6)] for t, v in series["values"] if math.isfinite(v)]
