@@ -106,3 +106,15 @@ def test_unreachable_prometheus_is_one_line_and_exit_1() -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Connection refused" in result.stderr
     assert not result.stdout
+
+
+def test_check_options_come_from_ce_variables() -> None:
+    wrong = f"http://127.0.0.1:{free_port()}"
+    result = run_tool(
+        "check", env={"CE_PROMETHEUS_URL": wrong, "CE_CHECK_OUTPUT": "json", "CE_BROKER_URL": ""}
+    )
+    assert result.returncode == 1, result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    assert [(c["link"], c["status"]) for c in checks if c["status"] != "SKIP"] == [
+        ("prometheus", "FAIL")
+    ]

@@ -176,10 +176,14 @@ def test_json_totals_are_exact_and_the_json_validates(workload: Workload) -> Non
     assert ("retries", "all tasks") in kinds  # 5 retries for 48 finished: above 10%
 
 
-def test_text_markdown_and_html_show_the_same_exact_totals(workload: Workload) -> None:
+def test_text_markdown_and_html_show_the_same_exact_totals(
+    workload: Workload, tmp_path: Path
+) -> None:
     text = report(workload, "--format", "text")
     markdown = report(workload, "--format", "markdown")
     page = report(workload, "--format", "html")
+    (tmp_path / "report.txt").write_text(text)  # kept for a person to read
+    (tmp_path / "report.md").write_text(markdown)
     for kind, value in (("succeeded", SUCCEEDED), ("failed", FAILED), ("retried", RETRIED)):
         assert re.search(rf"^{kind}\s+{value}$", text, re.M), text
         assert f"| {kind} | {value} |" in markdown, markdown

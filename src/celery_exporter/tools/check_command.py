@@ -56,7 +56,13 @@ def _http_url(value: str | None, option: str) -> str | None:
     "--scrape-job", default=EXPORTER_JOB, help="Prometheus job of the exporter (without URL)."
 )
 @click.option("--metric-prefix", default="celery_", help="The exporter's --metric-prefix.")
-@click.option("--timeout", type=click.FloatRange(0.1, 10), default=3.0, help="Seconds per request.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 10),
+    default=3.0,
+    envvar="CE_CHECK_TIMEOUT",
+    help="Seconds per request.",
+)
 @click.option(
     "--events-window",
     type=click.FloatRange(1, 10),

@@ -53,7 +53,7 @@ RENDERERS = {
 @click.option("--task", multiple=True, help="Only this task name; repeatable.")
 @click.option("--metric-prefix", default="celery_", help="The exporter's --metric-prefix.")
 @click.option("--timeout", type=click.FloatRange(0.5, 300), default=30.0,
-              help="Seconds per Prometheus query.")  # fmt: skip
+              envvar="CE_REPORT_TIMEOUT", help="Seconds per Prometheus query.")  # fmt: skip
 def command(**options: Any) -> None:
     """Task performance report over a time range, computed from Prometheus."""
     try:

@@ -16,6 +16,13 @@ def _num(value: float | None, unit: str = "") -> str:
     return f"{value:.3g}{unit}" if abs(value) < 1000 else f"{value:.0f}{unit}"
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -24,7 +31,7 @@ def sections(report: dict[str, Any]) -> tuple[list[str], list[tuple[str, Table |
     """(heading lines, [(section title, table or lines)]) shared by text and Markdown."""
     r = report["range"]
     head = [
-        f"Celery task report {r['start']} to {r['end']} ({r['seconds'] / 3600:.2f} h)",
+        f"Celery task report {r['start']} to {r['end']} ({_duration(r['seconds'])})",
         f"Source: {report['prometheus_url']}" + _filters(report["filters"]),
     ]
     if not report["has_data"]:
