@@ -8,6 +8,7 @@ they stay last in this file.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from tests.conftest import WorkerFactory
 from tests.deploy.test_alertmanager import SETTINGS, Alertmanager, _render
 from tests.deploy.test_e2e import Prometheus
 from tests.exporter import ExporterProcess
-from tests.servers import CeleryWorker, RedisServer, free_port, wait_for
+from tests.servers import CeleryWorker, RabbitMQServer, RedisServer, free_port, wait_for
 from tests.tools.stack import FakeGrafana, prometheus_config, run_tool, shipped_dashboards
 
 pytestmark = [pytest.mark.integration, pytest.mark.deploy]
@@ -241,6 +243,28 @@ def test_grafana_credentials_from_a_file_and_what_fails(stack: Stack, tmp_path: 
     assert "fails its health check" in bad[("grafana", "data source")]["reason"]
     assert bad[("grafana", "dashboards")]["reason"] == "missing: celery-tasks"
     assert f"{moved['title']} (uid renamed)" in bad[("grafana", "dashboards")]["fix"]
+
+
+def test_the_broker_link_on_rabbitmq(
+    rabbitmq_server: RabbitMQServer, worker_factory: WorkerFactory
+) -> None:
+    worker = worker_factory(rabbitmq_server.url)
+    with Trickle(rabbitmq_server.url):
+        code, checks = check("--broker-url", rabbitmq_server.url)
+    assert code == 0, checks
+    assert ("broker", f"task events {worker.hostname}") in {
+        (c["link"], c["name"]) for c in checks if c["status"] == "OK"
+    }
+    assert ("broker", "task-sent events") in {(c["link"], c["name"]) for c in checks}
+    # A wrong password: named as a connection failure, and never printed.
+    wrong = rabbitmq_server.url.replace("guest:guest", "guest:s3cret-pw")
+    result = run_tool("check", "--broker-url", wrong)
+    assert result.returncode == 1
+    assert re.search(
+        r"^FAIL  broker +reachable +cannot connect .*ACCESS_REFUSED", result.stdout, re.M
+    )
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "guest:***@" in result.stdout
 
 
 def test_everything_down_ends_well_under_20_seconds() -> None:

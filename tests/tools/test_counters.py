@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from celery_exporter.tools.check_alertmanager import route
+from celery_exporter.tools.check_alertmanager import judge_receivers, route
 from celery_exporter.tools.counters import (
     LabelKey,
     bucket_counts,
@@ -134,3 +134,18 @@ def test_every_shipped_alert_routes_to_a_notifying_receiver() -> None:
     assert route(config["route"], critical) == ["celery-webhook", "celery-email"]
     warning = {"alertname": "X", "severity": "warning", "component": "exporter"}
     assert route(config["route"], warning) == ["celery-platform-email"]
+
+
+def test_a_severity_routed_to_a_receiver_that_notifies_nobody_fails() -> None:
+    config = {
+        "route": {
+            "receiver": "mail",
+            "routes": [{"receiver": "blackhole", "matchers": ['severity="warning"']}],
+        },
+        "receivers": [{"name": "mail", "email_configs": [{"to": "a@b"}]}, {"name": "blackhole"}],
+    }
+    alerts = [{"alertname": "A", "severity": "critical"}, {"alertname": "B", "severity": "warning"}]
+    result = judge_receivers(config, alerts)
+    assert result.status == "FAIL"
+    assert result.reason == "alerts of severity warning -> ['blackhole'], which notifies nobody"
+    assert judge_receivers(config, alerts[:1]).status == "OK"

@@ -47,11 +47,12 @@ def check_alertmanager(
     results.append(
         ok(LINK, "configuration", f"loaded, {len(config.get('receivers') or [])} receivers")
     )
-    results.append(_severities(config, list(alert_labels)))
+    results.append(judge_receivers(config, list(alert_labels)))
     return results
 
 
-def _severities(config: dict[str, Any], alerts: list[dict[str, str]]) -> Result:
+def judge_receivers(config: dict[str, Any], alerts: list[dict[str, str]]) -> Result:
+    """OK when every alert of every severity reaches a receiver that notifies somebody."""
     notifying = {
         r["name"]
         for r in config.get("receivers") or []
