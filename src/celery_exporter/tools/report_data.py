@@ -41,7 +41,6 @@ def build_report(
             "end": iso(end),
             "seconds": round(end - start, 3),
             "step_seconds": fetch.step,
-            "rate_window_seconds": fetch.window,
         },
         "filters": {
             "job": list(filters.job),

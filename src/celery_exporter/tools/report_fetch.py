@@ -1,11 +1,11 @@
 """The report's Prometheus queries over one range, and the charts built from them.
 
 Raw samples are read once per metric (`name{...}[range + lookback]` at the range's end) and
-counted exactly by tools/counters.py. The counter charts (throughput, failures) are those same
-exact counts put in bins of `step` seconds, so they add up to the totals and show the first
-tasks of a series born inside the range, which rate() would miss. Backlog and runtime charts are
-range queries in the shipped rules' style, replicas deduplicated first:
-`sum(max without (instance, pod) (...))`.
+counted exactly by tools/counters.py. The charts of counters and histograms (throughput,
+failures, runtime) are those same exact counts put in bins of `step` seconds, so they add up to
+the totals and show the first tasks of a series born inside the range, which rate() would miss.
+The backlog chart is a range query in the shipped rules' style, replicas deduplicated first:
+`sum by (queue_name) (max without (instance, pod) (...))`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .counters import LabelKey, binned, deduplicated, restart_times
+from .counters import LabelKey, binned, deduplicated, quantile, restart_times
 from .prometheus import PrometheusClient, Series
 
 LOOKBACK = 300.0  # seconds before the range searched for each series' last earlier sample
@@ -56,7 +56,6 @@ class Fetcher:
         self.filters = filters
         self.step = float(max(1, math.ceil((end - start) / MAX_POINTS)))
         self.bins = max(1, math.ceil((end - start) / self.step))
-        self.window = max(self.step, 60.0)
         self.job = filters.selector(queue=False, task=False)
         self._raw: dict[str, list[Series]] = {}
         self.restarts = restart_times(self.raw("process_start_time_seconds", prefixed=False))
@@ -74,13 +73,34 @@ class Fetcher:
         """Exact increase in the range per label set, replicas deduplicated."""
         return deduplicated(self.raw(metric), self.start, self.restarts)
 
+    def binned(self, series: list[Series]) -> list[float]:
+        return binned(series, self.start, self.step, self.bins, self.restarts)
+
+    def middle(self, i: int) -> float:
+        return min(self.end, self.start + (i + 0.5) * self.step)
+
     def per_second(self, metric: str) -> Points:
         """The metric's exact count per bin, as a rate, at each bin's middle."""
-        counted = binned(self.raw(metric), self.start, self.step, self.bins, self.restarts)
-        return [
-            [min(self.end, self.start + (i + 0.5) * self.step), round(n / self.step, 6)]
-            for i, n in enumerate(counted)
-        ]
+        counted = self.binned(self.raw(metric))
+        return [[self.middle(i), round(n / self.step, 6)] for i, n in enumerate(counted)]
+
+    def runtime(self) -> dict[str, Points]:
+        """Average and p95 runtime of the tasks that finished in each bin (none: no point)."""
+        sums = self.binned(self.raw("task_runtime_sum"))
+        counts = self.binned(self.raw("task_runtime_count"))
+        by_le: dict[float, list[Series]] = {}
+        for s in self.raw("task_runtime_bucket"):
+            by_le.setdefault(float(s["metric"].get("le", "nan")), []).append(s)
+        buckets = {le: self.binned(group) for le, group in by_le.items() if not math.isnan(le)}
+        average: Points = []
+        p95: Points = []
+        for i, count in enumerate(counts):
+            if count > 0:
+                average.append([self.middle(i), round(sums[i] / count, 6)])
+                high = quantile(0.95, {le: counted[i] for le, counted in buckets.items()})
+                if high is not None:
+                    p95.append([self.middle(i), round(high, 6)])
+        return {"average": average, "p95": p95}
 
     def range(self, expr: str) -> list[Series]:
         return self.client.range(expr, self.start, self.end, self.step)
@@ -92,8 +112,6 @@ class Fetcher:
         )
 
     def charts(self, backlog: list[Series]) -> dict[str, dict[str, Points]]:
-        bucket = f"{self.prefix}task_runtime_bucket{self.filters.selector()}[{self.window:g}s]"
-        by_le = f"sum by (le) (max without (instance, pod) (rate({bucket})))"
         return {
             "throughput": {
                 "succeeded": self.per_second("task_succeeded_total"),
@@ -107,14 +125,9 @@ class Fetcher:
                 s["metric"].get("queue_name", ""): _points(s)
                 for s in sorted(backlog, key=lambda s: s["metric"].get("queue_name", ""))
             },
-            "runtime": {
-                name: _points(next(iter(self.range(f"histogram_quantile({q}, {by_le})")), None))
-                for name, q in (("p50", 0.5), ("p95", 0.95))
-            },
+            "runtime": self.runtime(),
         }
 
 
-def _points(series: Series | None) -> Points:
-    if series is None:
-        return []
+def _points(series: Series) -> Points:
     return [[t, round(v, 6)] for t, v in series["values"] if math.isfinite(v)]

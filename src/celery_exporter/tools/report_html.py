@@ -7,6 +7,7 @@ from the report's chart points, so the page opens anywhere, offline, with no scr
 from __future__ import annotations
 
 import html
+import itertools
 from typing import Any
 
 from .report_text import sections
@@ -17,7 +18,7 @@ COLOURS = {
     "succeeded": "#2e7d32",
     "failed": "#c62828",
     "retried": "#ef6c00",
-    "p50": "#1565c0",
+    "average": "#1565c0",
     "p95": "#6a1b9a",
 }
 PALETTE = ("#00838f", "#ad1457", "#5d4037", "#283593", "#9e9d24", "#4e342e")
@@ -25,7 +26,7 @@ CHARTS = (
     ("throughput", "Throughput (tasks/s)"),
     ("failures", "Failures and retries (per s)"),
     ("backlog", "Backlog (messages waiting, per queue)"),
-    ("runtime", "Runtime (seconds, p50 and p95)"),
+    ("runtime", "Runtime (seconds; average and p95 of the tasks finished in each interval)"),
 )
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:980px}
@@ -60,17 +61,30 @@ def chart(chart_id: str, title: str, lines: dict[str, list[list[float]]], start:
         f'<text x="{PAD_LEFT}" y="{HEIGHT - 4}">{iso(start)}</text>',
         f'<text x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 4}" text-anchor="end">{iso(end)}</text>',
     ]
+    # Points are evenly spaced; a wider gap means intervals without data: lift the pen there.
+    gaps = [b[0] - a[0] for points in lines.values() for a, b in itertools.pairwise(points)]
+    spacing = min((g for g in gaps if g > 0), default=span)
     legend = []
     for i, (name, points) in enumerate(lines.items()):
         colour = COLOURS.get(name, PALETTE[i % len(PALETTE)])
-        legend.append(f'<span style="color:{colour}">&#9632; {html.escape(name)}</span>')
+        legend.append(f'<span><b style="color:{colour}">&#9632;</b> {html.escape(name)}</span>')
         if not points:
             continue
-        d = "M" + " L".join(xy(t, v) for t, v in points)
+        d = "".join(
+            ("M" if j == 0 or t - points[j - 1][0] > 1.5 * spacing else " L") + xy(t, v)
+            for j, (t, v) in enumerate(points)
+        )
         parts.append(
             f'<path class="series" data-series="{html.escape(name)}" d="{d}" fill="none" '
             f'stroke="{colour}" stroke-width="2.5"/>'
         )
+        # A point with no neighbour draws no line: show it as a dot.
+        for j, (t, v) in enumerate(points):
+            alone_before = j == 0 or t - points[j - 1][0] > 1.5 * spacing
+            alone_after = j == len(points) - 1 or points[j + 1][0] - t > 1.5 * spacing
+            if alone_before and alone_after:
+                x, y = xy(t, v).split(",")
+                parts.append(f'<circle cx="{x}" cy="{y}" r="3.5" fill="{colour}"/>')
     if not values:
         parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no data</text>')
     parts.append("</svg>")
