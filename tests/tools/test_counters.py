@@ -17,7 +17,7 @@ from celery_exporter.tools.counters import (
     total_by,
 )
 from celery_exporter.tools.prometheus import Series
-from celery_exporter.tools.report_fetch import Filters
+from celery_exporter.tools.report_fetch import Fetcher, Filters
 from celery_exporter.tools.timerange import RangeError, resolve
 from tests.deploy import promql
 
@@ -149,3 +149,33 @@ def test_a_severity_routed_to_a_receiver_that_notifies_nobody_fails() -> None:
     assert result.status == "FAIL"
     assert result.reason == "alerts of severity warning -> ['blackhole'], which notifies nobody"
     assert judge_receivers(config, alerts[:1]).status == "OK"
+
+
+class ScriptedPrometheus:
+    """Answers `name[Nms]` at time T with the scripted samples in (T - N, T], as Prometheus does."""
+
+    url = "scripted"
+
+    def __init__(self, samples: list[tuple[float, float]]) -> None:
+        self.samples = samples
+        self.queries: list[str] = []
+
+    def instant(self, expr: str, at: float) -> list[Series]:
+        self.queries.append(expr)
+        if not expr.startswith("celery_task_succeeded_total"):
+            return []
+        span = float(expr.rsplit("[", 1)[1].rstrip("ms]")) / 1000
+        found = [(t, v) for t, v in self.samples if at - span < t <= at]
+        return [Series(metric={"job": "j", "instance": "a"}, values=found)] if found else []
+
+
+def test_long_ranges_are_read_in_pieces_without_gaps_or_overlaps() -> None:
+    start, end = 0.0, 2 * 86400.0
+    samples = [(float(t), float(t // 15)) for t in range(-600, int(end) + 1, 15)]
+    client = ScriptedPrometheus(samples)
+    fetch = Fetcher(client, start, end, "celery_", Filters())  # type: ignore[arg-type]
+    (series,) = fetch.raw("task_succeeded_total")
+    assert len(client.queries) > 8  # 2 days + lookback in 6 h pieces, for each metric
+    in_window = [(t, v) for t, v in samples if start - 300 < t <= end]
+    assert series["values"] == in_window
+    assert fetch.counts("task_succeeded_total") == {(("job", "j"),): end // 15}

@@ -17,6 +17,9 @@ from .counters import LabelKey, binned, deduplicated, quantile, restart_times
 from .prometheus import PrometheusClient, Series
 
 LOOKBACK = 300.0  # seconds before the range searched for each series' last earlier sample
+# Raw samples are read in pieces of this many seconds, so a long range stays under Prometheus's
+# --query.max-samples (50 M by default) and each answer stays a few MB.
+CHUNK = 6 * 3600.0
 MAX_POINTS = 240  # chart points per series
 Points = list[list[float]]  # [[unix seconds, value], ...]
 
@@ -63,10 +66,22 @@ class Fetcher:
     def raw(self, metric: str, prefixed: bool = True) -> list[Series]:
         """Every sample of `metric` (filtered) from LOOKBACK before the range to its end."""
         if metric not in self._raw:
-            span = math.ceil(self.end - self.start + LOOKBACK)
             name = f"{self.prefix}{metric}" if prefixed else metric
             selector = self.filters.selector() if prefixed else self.job
-            self._raw[metric] = self.client.instant(f"{name}{selector}[{span}s]", self.end)
+            merged: dict[tuple[tuple[str, str], ...], Series] = {}
+            # Range selectors are open on the left, so consecutive pieces never overlap.
+            piece_end = self.start - LOOKBACK
+            while piece_end < self.end:
+                piece = min(CHUNK, self.end - piece_end)
+                piece_end += piece
+                expr = f"{name}{selector}[{math.ceil(piece * 1000)}ms]"
+                for s in self.client.instant(expr, piece_end):
+                    key = tuple(sorted(s["metric"].items()))
+                    merged.setdefault(key, Series(metric=s["metric"], values=[]))
+                    merged[key]["values"].extend(s["values"])
+            for s in merged.values():
+                s["values"] = sorted(dict(s["values"]).items())  # one sample per time
+            self._raw[metric] = list(merged.values())
         return self._raw[metric]
 
     def counts(self, metric: str) -> dict[LabelKey, float]:
