@@ -77,7 +77,12 @@ def _http_url(value: str | None, option: str) -> str | None:
     help="text for people, json for scripts and CI.",
 )
 def command(**options: Any) -> None:
-    """Verify the monitoring stack: broker, workers, exporter, Prometheus, Alertmanager, Grafana."""
+    """Verify the monitoring stack: broker, workers, exporter, Prometheus, Alertmanager, Grafana.
+
+    Every option is also read from CE_<OPTION> (CE_PROMETHEUS_URL...), except --output and
+    --timeout: CE_CHECK_OUTPUT and CE_CHECK_TIMEOUT. Exit 0: all passed; 1: a check failed;
+    2: bad input.
+    """
     started = time.monotonic()
     links = build_links(options, dict(os.environ))
     results = run_links(links, DEADLINE)

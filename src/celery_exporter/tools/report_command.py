@@ -55,7 +55,11 @@ RENDERERS = {
 @click.option("--timeout", type=click.FloatRange(0.5, 300), default=30.0,
               envvar="CE_REPORT_TIMEOUT", help="Seconds per Prometheus query.")  # fmt: skip
 def command(**options: Any) -> None:
-    """Task performance report over a time range, computed from Prometheus."""
+    """Task performance report over a time range, computed from Prometheus.
+
+    Every option is also read from CE_<OPTION> (CE_PROMETHEUS_URL, CE_SINCE...), except --format,
+    --output and --timeout: CE_REPORT_FORMAT, CE_REPORT_OUTPUT and CE_REPORT_TIMEOUT.
+    """
     try:
         start, end = resolve(options["since"], options["start"], options["end"], time.time())
         prefix = parse_metric_prefix(options["metric_prefix"])
