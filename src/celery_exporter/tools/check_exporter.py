@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from email.utils import parsedate_to_datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from .check_results import Result, fail, ok
-from .http import HttpError, get_text, join
+from .http import HttpError, get_response, join
 
 LINK = "exporter"
 # Workers heartbeat every 2 s; an exporter that heard nothing for this long hears nothing.
@@ -16,18 +17,24 @@ EVENT_SILENCE = 30.0
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def scrape(url: str, timeout: float) -> Samples:
-    text = get_text(join(url, "/metrics"), timeout)
+def scrape(url: str, timeout: float) -> tuple[Samples, float]:
+    """The exporter's samples by name, and its own clock (the Date header) at the scrape."""
+    text, headers = get_response(join(url, "/metrics"), timeout)
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def check_exporter(url: str, timeout: float, prefix: str, now: float | None = None) -> list[Result]:
     try:
-        samples = scrape(url, timeout)
+        # The exporter stamps events with its own clock: judge their age by it, not ours.
+        server_now = parsedate_to_datetime(headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        server_now = time.time()
+    return samples, server_now
+
+
+def check_exporter(url: str, timeout: float, prefix: str) -> list[Result]:
+    try:
+        samples, now = scrape(url, timeout)
     except (HttpError, ValueError) as exc:
         return [
             fail(
@@ -38,7 +45,6 @@ def check_exporter(url: str, timeout: float, prefix: str, now: float | None = No
             )
         ]
     results = [ok(LINK, "/metrics", f"{sum(len(v) for v in samples.values())} samples")]
-    now = time.time() if now is None else now
 
     broker_up = samples.get(f"{prefix}exporter_broker_up")
     if not broker_up:
@@ -84,6 +90,7 @@ def check_exporter(url: str, timeout: float, prefix: str, now: float | None = No
             )
         )
     else:
+        # The Date header has whole seconds: an event this second can read up to 1 s "ahead".
         results.append(ok(LINK, "events", f"last event {max(0.0, now - last_at):.0f}s ago"))
 
     silent = sorted(

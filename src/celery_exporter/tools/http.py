@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from email.message import Message
 from typing import Any
 
 
@@ -29,12 +30,19 @@ def join(base: str, path: str, **params: str) -> str:
 
 def get_text(url: str, timeout: float, headers: dict[str, str] | None = None) -> str:
     """GET `url` and return the body as text; HttpError on any failure."""
+    return get_response(url, timeout, headers)[0]
+
+
+def get_response(
+    url: str, timeout: float, headers: dict[str, str] | None = None
+) -> tuple[str, Message]:
+    """GET `url`: (body as text, response headers); HttpError on any failure."""
     request = urllib.request.Request(
         url, headers={"User-Agent": "celery-exporter", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return str(response.read().decode("utf-8", errors="replace"))
+            return response.read().decode("utf-8", errors="replace"), response.headers
     except urllib.error.HTTPError as exc:
         raw = exc.read().decode("utf-8", errors="replace")
         body: Any = raw
