@@ -267,6 +267,20 @@ def test_the_broker_link_on_rabbitmq(
     assert "guest:***@" in result.stdout
 
 
+def test_an_exporter_that_cannot_reach_its_broker(tmp_path: Path) -> None:
+    exporter = ExporterProcess(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+    try:
+        exporter.start()
+        code, checks = check("--exporter-url", exporter.url)
+    finally:
+        exporter.stop()
+    assert code == 1
+    bad = failed(checks)
+    assert list(bad) == [("exporter", "broker connection"), ("exporter", "events")]
+    assert bad[("exporter", "broker connection")]["reason"] == "celery_exporter_broker_up is 0"
+    assert "no event has arrived" in bad[("exporter", "events")]["reason"]
+
+
 def test_everything_down_ends_well_under_20_seconds() -> None:
     # Ports that accept connections and never answer (the kernel completes the handshake
     # into the listen backlog): the worst case, worse than a refused connection.
