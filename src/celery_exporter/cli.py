@@ -1,5 +1,9 @@
 """The `celery-exporter` command: flags and CE_* environment variables -> Config -> run.
 
+With no subcommand it is the daemon (the drop-in form). A first argument naming a subcommand
+(`check`, `report`) runs that operator command from the tools package instead, imported only
+then, so the daemon's start-up never loads it.
+
 Every option is also read from CE_<OPTION> (repeatable options: space-separated items), as in
 danihodovic/celery-exporter. Any bad input ends with one line on stderr and exit 2; a start-up
 failure such as a port in use with exit 1. No logic lives here beyond parsing.
@@ -29,6 +33,24 @@ from .config import (
 from .metrics import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
 
 PROG = "celery-exporter"
+# Operator commands: name -> (module holding a click `command`, one line for --help).
+SUBCOMMANDS = {
+    "check": ("celery_exporter.tools.check_command", "Verify the whole monitoring stack."),
+    "report": ("celery_exporter.tools.report_command", "Task performance report from Prometheus."),
+}
+
+
+class DaemonCommand(click.Command):
+    """The daemon's command, whose help also lists the subcommands (a group whose default is it)."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(PROG, "[OPTIONS]")
+        formatter.write_usage(PROG, "COMMAND [ARGS]...", prefix="   or: ")
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands (`celery-exporter COMMAND --help` for their options)"):
+            formatter.write_dl([(name, text) for name, (_, text) in SUBCOMMANDS.items()])
+        super().format_epilog(ctx, formatter)
 
 
 def _join(bounds: tuple[float, ...]) -> str:
@@ -39,7 +61,9 @@ def _seconds(minimum: float = 0.0) -> click.FloatRange:
     return click.FloatRange(min=minimum)
 
 
-@click.command(context_settings={"auto_envvar_prefix": "CE", "show_default": True})
+@click.command(
+    cls=DaemonCommand, context_settings={"auto_envvar_prefix": "CE", "show_default": True}
+)
 @click.option(
     "--broker-url", required=True, help="Celery broker URL (redis, rediss, sentinel, amqp, sqs...)."
 )
@@ -240,6 +264,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and a non-zero exit for any bad input, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        from .tools.commands import run
+
+        run(args[0], SUBCOMMANDS[args[0]][0], args[1:])
+        return
     try:
         command.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
