@@ -73,6 +73,11 @@ class HeldEvents:
         self.count += 1
         return True
 
+    def drop_settled(self) -> None:
+        """Nothing is held: the asker's notices have nothing to end."""
+        if self.arrivals is not None:
+            self.arrivals.settled()
+
     def due(self, now: float) -> list[HeldEvent]:
         """Ends the holds of settled workers, of those past their deadline, or of all when the
         count is reached; returns their events to count now, each worker's in arrival order."""

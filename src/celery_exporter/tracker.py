@@ -176,7 +176,7 @@ class Tracker:
             with self._lock:
                 self._release_held(self._clock())
         else:
-            self._held.due(self._clock())  # nothing held: only drops the asker's notices
+            self._held.drop_settled()
 
     # ---- task events -------------------------------------------------------------------
 
