@@ -157,7 +157,8 @@ class Tracker:
     def _worker_heartbeat(self, event: dict[str, Any], now: float) -> None:
         """worker-online and worker-heartbeat."""
         nodename = label_text(event.get("hostname"), "hostname")
-        new = nodename not in self.workers.records
+        known = self.workers.records.get(nodename)
+        new = known is None or known.last_heartbeat is None  # at most task events seen so far
         self.workers.heartbeat(event, now)
         if nodename not in self.workers.records:
             return  # over --max-workers

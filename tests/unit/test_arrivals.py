@@ -117,6 +117,14 @@ def test_a_known_worker_is_not_asked_and_no_request_is_a_broadcast() -> None:
     assert c.asker.requests == [(NEW,)]
 
 
+def test_the_first_heartbeat_after_task_events_still_asks() -> None:
+    c = Cluster({NEW: ("q2",)})
+    c.h.feed(received("u1", "app.add", T0, hostname=NEW))  # the exporter started mid-task
+    c.h.feed(heartbeat(NEW, T0))
+    c.run_asker(COALESCE)
+    assert c.asker.requests == [(NEW,)]
+
+
 def test_worker_online_asks_again_even_when_the_name_is_known() -> None:
     c = Cluster({NEW: ("q3",)})
     c.h.queues[NEW] = ("q2",)  # before a restart under the same name
