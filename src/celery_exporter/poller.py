@@ -226,15 +226,17 @@ class QueuePoller:
         with self._lock:
             self._state.workers, self._state.workers_at = workers, now
             self._state.inspect_success = True
-            # A worker that joined since may not have answered this round in time: keep what
-            # it told the asker until a round covers it or it goes stale.
+            # A worker that joined meanwhile may be missing from this round, or be in it with no
+            # queues (it answered `stats` but was not listening yet for `active_queues`): keep
+            # what it told the asker until a round lists its queues or the answer goes stale.
             self._asked = {
                 node: (queues, at)
                 for node, (queues, at) in self._asked.items()
-                if node not in workers and now - at <= self._inspect_age()
+                if not (node in workers and workers[node].queues)
+                and now - at <= self._inspect_age()
             }
-            queues = {node: queues for node, (queues, _) in self._asked.items()}
-            queues.update((node, w.queues) for node, w in workers.items())
+            queues = {node: w.queues for node, w in workers.items()}
+            queues.update((node, queues) for node, (queues, _) in self._asked.items())
             self._worker_queues = MappingProxyType(queues)
             for stats in workers.values():
                 for name in stats.queues:

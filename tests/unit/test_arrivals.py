@@ -314,6 +314,10 @@ def test_answers_are_used_at_once_and_kept_until_a_round_covers_them() -> None:
     clock.now += 30
     poller.inspect_workers()  # the new worker did not answer this round in time
     assert poller.worker_queues()[NEW] == ("q2",)
+    round_result[NEW] = WorkerStats(node=NEW)  # it answered `stats` but not `active_queues`
+    clock.now += 30
+    poller.inspect_workers()
+    assert poller.worker_queues()[NEW] == ("q2",)
     round_result[NEW] = WorkerStats(node=NEW, queues=("q2", "q3"))
     clock.now += 30
     poller.inspect_workers()
