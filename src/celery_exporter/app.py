@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
+from .arrivals import WorkerArrivals
 from .collectors import ExporterCollector, ExporterHealth, TrackerCollector
 from .config import Config, ConfigError
 from .consumer import EventConsumer
@@ -90,8 +91,15 @@ class Exporter:
         GCCollector(registry=self.registry)
         self.celery_app = build_celery_app(config)
         self.health = ExporterHealth()
-        self.poller = QueuePoller(config, self.celery_app, clock=time.time)
-        self.tracker = Tracker(config, clock=time.time, worker_queues=self.poller.worker_queues)
+        # New workers are asked for their queues by the poller, on the tracker's word.
+        arrivals = WorkerArrivals(time.time, config.max_workers)
+        self.poller = QueuePoller(config, self.celery_app, clock=time.time, arrivals=arrivals)
+        self.tracker = Tracker(
+            config,
+            clock=time.time,
+            worker_queues=self.poller.worker_queues,
+            arrivals=arrivals if self.poller.arrival_asker is not None else None,
+        )
         factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
         self.collectors: list[SeriesCollector] = [
             TrackerCollector(

@@ -111,6 +111,7 @@ class EventConsumer:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):  # a quiet second: time to housekeep
                     conn.drain_events(timeout=1.0)
+                self._tracker.release_held()  # a new worker's task events, once it answered
                 now = time.monotonic()
                 if now - last_heartbeat_check >= HEARTBEAT_CHECK_EVERY:
                     conn.heartbeat_check()

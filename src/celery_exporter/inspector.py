@@ -1,4 +1,5 @@
-"""Worker inspection: one `active_queues` + `stats` broadcast round, parsed per worker.
+"""Worker inspection: one `active_queues` + `stats` broadcast round, parsed per worker, and
+the `active_queues` request addressed to newly appeared workers only.
 
 Run by the poller on its own interval with a timeout, never on the scrape path. What the
 workers answer feeds the queue-consumer gauges, the per-worker pool and resource gauges, and
@@ -8,7 +9,7 @@ the tracker's queue_name resolution for tasks without task-sent events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,14 +82,38 @@ def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
 
 
 class CeleryInspector:
-    """One `active_queues` + `stats` broadcast round on a fresh, time-bounded connection."""
+    """Inspect requests on a fresh, time-bounded connection each: the broadcast round, and the
+    targeted `active_queues` asked of newly appeared workers (arrivals.py)."""
 
-    def __init__(self, app: Celery, timeout: float, connect_timeout: float) -> None:
+    def __init__(
+        self, app: Celery, timeout: float, connect_timeout: float, ask_timeout: float = 1.0
+    ) -> None:
         self.app = app
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.ask_timeout = ask_timeout
 
     def round(self) -> dict[str, WorkerStats]:
+        def request(inspect: Any) -> dict[str, WorkerStats]:
+            return parse_replies(inspect.active_queues(), inspect.stats())
+
+        return self._inspect(request, None, self.timeout)
+
+    def ask(self, nodes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """`active_queues` of these workers only; returns once all answered or on timeout."""
+
+        def request(inspect: Any) -> dict[str, WorkerStats]:
+            return parse_replies(inspect.active_queues(), None)
+
+        workers = self._inspect(request, list(nodes), self.ask_timeout)
+        return {node: stats.queues for node, stats in workers.items()}
+
+    def _inspect(
+        self,
+        request: Callable[[Any], dict[str, WorkerStats]],
+        destination: list[str] | None,
+        timeout: float,
+    ) -> dict[str, WorkerStats]:
         conn = self.app.connection_for_read(connect_timeout=self.connect_timeout, heartbeat=0)
         errors = (
             *conn.connection_errors, *conn.channel_errors,
@@ -96,8 +121,11 @@ class CeleryInspector:
         )  # fmt: skip
         try:
             conn.connect()
-            inspect = self.app.control.inspect(timeout=self.timeout, connection=conn)
-            return parse_replies(inspect.active_queues(), inspect.stats())
+            # With a destination, celery waits only until that many replies have come.
+            inspect = self.app.control.inspect(
+                destination=destination, timeout=timeout, connection=conn
+            )
+            return request(inspect)
         except errors as exc:
             raise ProbeError(describe_error(exc)) from exc
         finally:

@@ -1,8 +1,9 @@
 """The poll threads: broker queue probes and worker inspection, off the scrape path.
 
 One thread polls queue lengths every `queue_poll_interval`; another broadcasts inspect
-`active_queues` and `stats` every `inspect_interval` (0 switches it off). Each stores its latest
-result under one short lock; a scrape reads `view(now)`, which does no I/O.
+`active_queues` and `stats` every `inspect_interval` (0 switches it off); a third asks newly
+appeared workers alone for their `active_queues` (arrivals.py; off with inspect). Each stores
+its latest result under one short lock; a scrape reads `view(now)`, which does no I/O.
 
 Staleness: the last good values of a poll are served for up to two intervals (plus the timeout)
 after the poll that produced them, so one failed poll does not punch a gap into graphs and
@@ -25,6 +26,7 @@ from types import MappingProxyType
 
 from celery import Celery
 
+from .arrivals import ASK_TIMEOUT, ArrivalAsker, QueueAsker, WorkerArrivals, WorkerQueues
 from .broker import ProbeError, QueueProbe, QueueReading, make_probe
 from .config import Config
 from .inspector import CeleryInspector, Inspector, WorkerStats
@@ -96,13 +98,27 @@ class QueuePoller:
         probe: QueueProbe | None = None,
         inspector: Inspector | None = None,
         discover_bindings: bool = False,
+        arrivals: WorkerArrivals | None = None,
+        queue_asker: QueueAsker | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.probe = probe or make_probe(app, config, discover_bindings)
         self.inspector: Inspector | None = inspector
+        celery_inspector = CeleryInspector(
+            app,
+            config.inspect_timeout,
+            config.broker_timeout,
+            min(ASK_TIMEOUT, config.inspect_timeout),
+        )
         if inspector is None and config.inspect_interval > 0:
-            self.inspector = CeleryInspector(app, config.inspect_timeout, config.broker_timeout)
+            self.inspector = celery_inspector
+        self.arrival_asker: ArrivalAsker | None = None
+        if arrivals is not None and config.inspect_interval > 0:
+            asker = queue_asker or celery_inspector
+            self.arrival_asker = ArrivalAsker(arrivals, asker, self.learned_queues)
+        # Answers of newly appeared workers, until a round covers them or they go stale.
+        self._asked: dict[str, tuple[tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
         self._state = _State()
         self._worker_queues: Mapping[str, tuple[str, ...]] = MappingProxyType({})
@@ -128,9 +144,20 @@ class QueuePoller:
             )
             thread.start()
             self._threads.append(thread)
+        if self.arrival_asker is not None:
+            thread = threading.Thread(
+                target=self.arrival_asker.run,
+                args=(self._stop,),
+                name="ask-new-workers",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        if self.arrival_asker is not None:
+            self.arrival_asker.arrivals.wake.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -196,14 +223,39 @@ class QueuePoller:
             return
         self._inspect_log.succeeded()
         now = self.clock()
-        queues = MappingProxyType({node: w.queues for node, w in workers.items()})
         with self._lock:
             self._state.workers, self._state.workers_at = workers, now
             self._state.inspect_success = True
-            self._worker_queues = queues
+            # A worker that joined meanwhile may be missing from this round, or be in it with no
+            # queues (it answered `stats` but was not listening yet for `active_queues`): keep
+            # what it told the asker until a round lists its queues or the answer goes stale.
+            self._asked = {
+                node: (queues, at)
+                for node, (queues, at) in self._asked.items()
+                if not (node in workers and workers[node].queues)
+                and now - at <= self._inspect_age()
+            }
+            queues = {node: w.queues for node, w in workers.items()}
+            queues.update((node, queues) for node, (queues, _) in self._asked.items())
+            self._worker_queues = MappingProxyType(queues)
             for stats in workers.values():
                 for name in stats.queues:
                     self._state.found[name] = now
+
+    def learned_queues(self, answers: WorkerQueues) -> None:
+        """What newly appeared workers told the asker: used at once for queue_name, and their
+        queues are polled. The per-queue worker gauges wait for the regular round."""
+        now = self.clock()
+        with self._lock:
+            self._asked.update((node, (queues, now)) for node, queues in answers.items())
+            self._worker_queues = MappingProxyType({**self._worker_queues, **answers})
+            for queues in answers.values():
+                for name in queues:
+                    self._state.found[name] = now
+
+    def _inspect_age(self) -> float:
+        cfg = self.config
+        return STALE_AFTER_INTERVALS * (cfg.inspect_interval + 2 * cfg.inspect_timeout)
 
     # --- read side ---
 
@@ -225,8 +277,7 @@ class QueuePoller:
         poll_age = STALE_AFTER_INTERVALS * cfg.queue_poll_interval + cfg.broker_timeout
         if reading_at is None or now - reading_at > poll_age:
             reading = None
-        inspect_age = STALE_AFTER_INTERVALS * (cfg.inspect_interval + 2 * cfg.inspect_timeout)
-        if workers_at is None or now - workers_at > inspect_age:
+        if workers_at is None or now - workers_at > self._inspect_age():
             workers = {}
             fresh_workers = False
         else:

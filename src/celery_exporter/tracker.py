@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .arrivals import WorkerArrivals
 from .config import Config
 from .events import (
     MAX_DURATION,
@@ -25,6 +26,7 @@ from .events import (
     label_text,
     timestamp_of,
 )
+from .held import HeldEvents
 from .metrics import UNKNOWN
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
@@ -68,10 +70,12 @@ class Tracker:
         config: Config,
         clock: Callable[[], float],
         worker_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
+        arrivals: WorkerArrivals | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._worker_queues = worker_queues  # from the inspect poll; read-only here
+        self._held = HeldEvents(arrivals)
         self._lock = threading.Lock()
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._counts: dict[str, dict[Labels, int]] = {
@@ -100,8 +104,8 @@ class Tracker:
             "task-retried": self._task_retried,
             "task-rejected": self._task_rejected,
             "task-revoked": self._task_revoked,
-            "worker-online": self.workers.heartbeat,
-            "worker-heartbeat": self.workers.heartbeat,
+            "worker-online": self._worker_heartbeat,
+            "worker-heartbeat": self._worker_heartbeat,
             "worker-offline": self.workers.offline,
         }
 
@@ -111,6 +115,8 @@ class Tracker:
         """One decoded message: an event dict, or a list of them (prefork's task.multi)."""
         now = self._clock()
         with self._lock:
+            if self._held.nodes:
+                self._release_held(now)
             if type(body) is list:
                 for event in body:
                     self._record(event, now)
@@ -129,6 +135,10 @@ class Tracker:
             kind = event.get("type")
             handler = self._handlers.get(kind)  # type: ignore[arg-type]
             if handler is not None:
+                if self._held.nodes and self._held.take(event, now):
+                    if self._held.count >= self._held.max_events:
+                        self._release_held(now)
+                    return  # counted when its worker's queues are known (held.py)
                 handler(event, now)
             elif not isinstance(kind, str):
                 raise BadEvent("bad_type")
@@ -141,6 +151,33 @@ class Tracker:
         except Exception:  # the one guard around a single event: count it and go on
             log.debug("event handler failed", exc_info=True)
             self._errors["unexpected"] += 1
+
+    # ---- new workers: ask their queues, hold their first task events (held.py)
+
+    def _worker_heartbeat(self, event: dict[str, Any], now: float) -> None:
+        """worker-online and worker-heartbeat."""
+        nodename = label_text(event.get("hostname"), "hostname")
+        known = self.workers.records.get(nodename)
+        new = known is None or known.last_heartbeat is None  # at most task events seen so far
+        self.workers.heartbeat(event, now)
+        if nodename not in self.workers.records:
+            return  # over --max-workers
+        # worker-online may be a restart under the same name, with other queues.
+        if event["type"] == "worker-online" or (new and nodename not in self._worker_queues()):
+            self._held.worker_appeared(nodename, now)
+
+    def _release_held(self, now: float) -> None:
+        for event, came_at in self._held.due(now):
+            self._record(event, came_at)
+
+    def release_held(self) -> None:
+        """Count held task events that are due. The event thread calls this between messages,
+        so a quiet stream does not keep them past their worker's answer."""
+        if self._held.nodes:
+            with self._lock:
+                self._release_held(self._clock())
+        else:
+            self._held.drop_settled()
 
     # ---- task events -------------------------------------------------------------------
 

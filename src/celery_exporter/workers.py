@@ -131,9 +131,9 @@ class WorkerTable:
         return not self.worker_timeout or now - record.last_heartbeat <= self.worker_timeout
 
     def _purgeable(self, record: WorkerRecord, now: float) -> bool:
-        # A clean shutdown (scale-down, deploy) is gone on purpose: drop it after the timeout
-        # so rolling deploys do not page. A silent worker keeps reading 0 until the purge time,
-        # long enough for the shipped CeleryWorkerDown alert (for: 15m) to fire.
+        # A clean shutdown (scale-down, deploy) is gone on purpose: its task series are kept
+        # for the timeout, so the last increments get scraped. A silent worker keeps reading 0
+        # until the purge time, long enough for the shipped CeleryWorkerDown (for: 15m) to fire.
         if record.offline_at is not None:
             return now - record.offline_at > max(self.worker_timeout, 1.0)
         return bool(self.purge_after) and now - record.last_seen > self.purge_after
@@ -152,7 +152,9 @@ class WorkerTable:
             )
             for r in self.records.values()
             # Known only from task events so far: no liveness to report until a heartbeat.
-            if r.last_heartbeat is not None and not self._purgeable(r, now)
+            # Said goodbye (worker-offline): gone on purpose, not down, so no series at all:
+            # `worker_up == 0` would make CeleryWorkerDown pending on every rolling deploy.
+            if r.last_heartbeat is not None and r.offline_at is None and not self._purgeable(r, now)
         ]
 
     def expire(self, now: float) -> list[WorkerRecord]:

@@ -499,10 +499,8 @@ def test_dead_workers_read_zero_then_are_purged(
     for _ in deadline_loop(10, f"worker-offline of {clean.hostname}\n{exporter.log}"):
         if offline_line in exporter.log:
             break
-    offline_at = time.monotonic()
-    # Offline is known from the event itself, not from a timeout: 0 at once.
-    assert exporter.value("celery_worker_up", **clean_labels) == 0
-    exporter.wait_value("celery_worker_up", clean_labels, lambda v: v is None, timeout=3)
-    assert 0.5 < time.monotonic() - offline_at < 2.5
+    # Offline is known from the event itself, not from a timeout: gone at once, never 0, so
+    # that CeleryWorkerDown is not even pending on a deploy (tests/deploy/test_rolling_restart).
+    assert exporter.value("celery_worker_up", **clean_labels) is None
     assert exporter.value("celery_worker_tasks_active", **clean_labels) is None
     clean.process.wait(15)

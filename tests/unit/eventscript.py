@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
+from celery_exporter.arrivals import WorkerArrivals
 from celery_exporter.collectors import TrackerCollector
 from celery_exporter.config import Config
 from celery_exporter.metrics import FamilyFactory
@@ -135,12 +136,15 @@ class Harness:
     def __init__(
         self,
         worker_queues: Mapping[str, tuple[str, ...]] | None = None,
+        arrivals: WorkerArrivals | None = None,
         **overrides: Any,
     ) -> None:
         self.clock = FakeClock()
         self.config = dataclasses.replace(Config(broker_url="redis://localhost"), **overrides)
-        queues = dict(worker_queues or {})
-        self.tracker = Tracker(self.config, clock=self.clock, worker_queues=lambda: queues)
+        self.queues = dict(worker_queues or {})  # what inspect told; tests may change it
+        self.tracker = Tracker(
+            self.config, clock=self.clock, worker_queues=lambda: self.queues, arrivals=arrivals
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         factory = FamilyFactory(
             self.config.metric_prefix, self.config.static_labels, self.config.disabled_metrics

@@ -192,14 +192,18 @@ def test_two_workers_on_one_host_have_separate_series() -> None:
     assert h.value("celery_worker_up", hostname="host-1", worker="b@host-1") == 0
 
 
-def test_clean_shutdown_reads_down_at_once_and_is_dropped_after_the_timeout() -> None:
+def test_clean_shutdown_drops_the_worker_at_once_and_its_task_series_after_the_timeout() -> None:
     h = Harness(worker_timeout=60)
-    h.feed(heartbeat(WORKER, T0, kind="worker-online"))
+    h.feed(heartbeat(WORKER, T0, kind="worker-online"), received("u1", "app.add", T0))
     h.feed(heartbeat(WORKER, T0, kind="worker-offline"))
     up = {"hostname": "worker-1", "worker": WORKER}
-    assert h.value("celery_worker_up", **up) == 0
+    # Gone on purpose, not down: no `up 0` for CeleryWorkerDown to be pending on during deploys.
+    assert h.value("celery_worker_up", **up) is None
+    assert h.value("celery_worker_tasks_active", **up) is None
+    assert h.task("received", "app.add") == 1  # its last increments still get scraped
     h.clock.advance(61)
-    assert h.value("celery_worker_up", **up) is None  # gone on purpose: no page on deploys
+    h.tracker.expire()
+    assert h.task("received", "app.add") is None
 
 
 def test_wakeup_heartbeat_without_counts_keeps_the_last_values() -> None:

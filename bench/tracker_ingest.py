@@ -1,0 +1,126 @@
+"""In-process ingest benchmark of the tracker alone: this version of the code against another.
+
+Both versions are loaded in one process (the baseline's `celery_exporter` package is copied
+under another name) and fed the same synthetic stream (bench.stream: 10 workers that come
+online at the start, then batched task events and heartbeats), in alternating chunks of a few
+thousand events: on a shared machine, load then falls on both alike, which separate runs
+minutes apart do not give. Reported: the time for the first WARMUP events (workers come online;
+the current code asks them and holds their first task events, which here nobody answers, so
+they are counted when MAX_HELD_EVENTS is reached) and the steady-state rate after them.
+
+    git archive <base-commit> src | tar -x -C /tmp/base
+    python -m bench.tracker_ingest --baseline-src /tmp/base/src
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import inspect
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from bench.stream import EventStream, StreamSpec, take
+
+WARMUP = 20_000  # events fed before the steady-state timing starts (up to the next chunk)
+CHUNK = 5_000  # events per alternation
+
+
+def load_baseline(src: Path) -> ModuleType:
+    """The baseline's tracker module, as package `celery_exporter_baseline` (it imports only
+    relatively, so a renamed copy is a second, independent package)."""
+    root = Path(tempfile.mkdtemp(prefix="tracker-baseline-"))
+    shutil.copytree(src / "celery_exporter", root / "celery_exporter_baseline")
+    sys.path.insert(0, str(root))
+    return importlib.import_module("celery_exporter_baseline.tracker")
+
+
+def build(module: ModuleType) -> Any:
+    config_module = importlib.import_module(module.__name__.rpartition(".")[0] + ".config")
+    config = config_module.Config(broker_url="redis://localhost")
+    kwargs: dict[str, Any] = {}
+    if "arrivals" in inspect.signature(module.Tracker).parameters:
+        arrivals = importlib.import_module(module.__name__.rpartition(".")[0] + ".arrivals")
+        kwargs["arrivals"] = arrivals.WorkerArrivals(time.time)  # as app.py wires it
+    return module.Tracker(config, clock=time.time, **kwargs)
+
+
+def chunks(events: int, seed: int) -> list[tuple[list[Any], int]]:
+    """The stream's message bodies, cut into runs of about CHUNK events (bodies, events). Built
+    once per version: the tracker may trim held events in place."""
+    out: list[tuple[list[Any], int]] = []
+    bodies: list[Any] = []
+    size = 0
+    for message in take(EventStream(StreamSpec(seed=seed)).messages(), events):
+        bodies.append(message.body)
+        size += message.events
+        if size >= CHUNK:
+            out.append((bodies, size))
+            bodies, size = [], 0
+    if bodies:
+        out.append((bodies, size))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-src", type=Path, required=True)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    import celery_exporter.tracker as current
+
+    versions = {"baseline": load_baseline(args.baseline_src), "current": current}
+    warm: dict[str, list[float]] = {name: [] for name in versions}
+    steady: dict[str, list[float]] = {name: [] for name in versions}
+    for round_ in range(args.rounds):
+        trackers = {name: build(module) for name, module in versions.items()}
+        streams = {name: chunks(args.events + WARMUP, seed=round_) for name in versions}
+        gc.freeze()  # the exporter keeps no decoded messages: full collections must not scan them
+        spent = dict.fromkeys(versions, 0.0)
+        fed = 0
+        steady_events = 0
+        for index in range(len(streams["current"])):
+            for name, tracker in trackers.items():
+                started = time.perf_counter()
+                for body in streams[name][index][0]:
+                    tracker.record_message(body)
+                spent[name] += time.perf_counter() - started
+            size = streams["current"][index][1]
+            if fed < WARMUP <= fed + size:
+                for name in versions:
+                    warm[name].append(spent[name])
+                    spent[name] = 0.0
+            elif fed >= WARMUP:
+                steady_events += size
+            fed += size
+        for name, tracker in trackers.items():
+            if hasattr(tracker, "release_held"):
+                tracker.release_held()
+            counted = sum(tracker.snapshot().events.values())
+            assert counted == args.events + WARMUP, (name, counted)  # nothing left held or lost
+            steady[name].append(steady_events / spent[name])
+        gc.unfreeze()
+        print(
+            f"round {round_ + 1}: steady baseline {steady['baseline'][-1]:,.0f}/s, current "
+            f"{steady['current'][-1]:,.0f}/s; first {WARMUP:,} events baseline "
+            f"{warm['baseline'][-1] * 1000:.0f} ms, current {warm['current'][-1] * 1000:.0f} ms"
+        )
+    # Rounds are paired (same stream, chunks interleaved): the median of their ratios.
+    ratio = statistics.median(
+        c / b for c, b in zip(steady["current"], steady["baseline"], strict=True)
+    )
+    print(f"steady state: current/baseline {ratio:.3f}x (median of per-round ratios)")
+    ratio = statistics.median(c / b for c, b in zip(warm["current"], warm["baseline"], strict=True))
+    print(f"first {WARMUP:,} events, time: current/baseline {ratio:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
