@@ -208,20 +208,38 @@ def ensure_image(podman: Podman, base: str, repo: Path = REPO_ROOT) -> str:
         if HOST_CA_BUNDLE.exists():
             mounts = ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
         # --format docker: the OCI format has no HEALTHCHECK, and podman would drop it.
+        # No layer cache: the whole image is cached by its inputs, and the one costly step
+        # (pip install) changes whenever they do.
         podman.run(
-            "build", "--format", "docker", "--network", "host", *mounts,
+            "build", "--format", "docker", "--layers=false", "--network", "host", *mounts,
             "--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(repo),
             timeout=1200,
         )  # fmt: skip
-    _remove_old_images(podman, keep=ref)
+    _remove_old_images(podman, base, keep=ref)
     return ref
 
 
-def _remove_old_images(podman: Podman, keep: str) -> None:
-    """Keep the newest few test images; one in use by someone's container stays (no --force)."""
+def _remove_old_images(podman: Podman, base: str, keep: str) -> None:
+    """Keep the newest few test images, and no untagged build stages on the test base.
+
+    Only images built on our own base are touched; one in use by a container stays (no force).
+    """
     listed = podman.run(
         "images", "--format", "{{.Repository}}:{{.Tag}}", "--sort", "created", IMAGE_REPOSITORY
     ).stdout.split()
     stale = [ref for ref in listed if ref != keep][IMAGES_KEPT - 1 :]
     for ref in stale:
         podman.run("rmi", ref, check=False)
+    base_layer = _layers(podman, base)[0]
+    dangling = podman.run("images", "--quiet", "--filter", "dangling=true").stdout.split()
+    for image in dangling:
+        if _layers(podman, image)[:1] == [base_layer]:
+            podman.run("rmi", image, check=False)
+
+
+def _layers(podman: Podman, image: str) -> list[str]:
+    found = podman.run(
+        "image", "inspect", "--format", "{{json .RootFS.Layers}}", image, check=False
+    )
+    layers: list[str] = json.loads(found.stdout or "[]") or []
+    return layers
