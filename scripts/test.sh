@@ -67,10 +67,13 @@ add_tier lint "ruff check . && ruff format --check . && mypy"
 if [ $# -gt 0 ]; then
   add_tier pytest "pytest $(printf '%q ' "$@")"
 else
-  # Directory tiers, and "rest" for every other directory, so a new one is never left out.
-  for tier in integration deploy container; do
-    add_tier "$tier" "pytest tests/$tier"
-  done
+  # By directory, and "rest" for every other directory, so a new one is never left out.
+  # tests/integration is the longest: its two slowest files run as a tier of their own.
+  slow=(tests/integration/test_reliability.py tests/integration/test_servers.py)
+  add_tier container "pytest tests/container"
+  add_tier reliability "pytest ${slow[*]}"
+  add_tier integration "pytest tests/integration ${slow[*]/#/--ignore=}"
+  add_tier deploy "pytest tests/deploy"
   add_tier rest "pytest tests --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
 fi
 
