@@ -154,18 +154,9 @@ def ensure_base_image(podman: Podman) -> str:
                 for path in rootfs.glob(pattern):
                     if not path.is_dir():  # apt's `partial/` directories stay
                         path.unlink()
-            tar = subprocess.run(
-                ["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True
-            )
-            imported = subprocess.run(
-                podman.command("import", "-", ref),
-                input=tar.stdout,
-                capture_output=True,
-                timeout=300,
-                check=False,
-            )
-            if imported.returncode != 0:
-                raise BuildError(f"podman import failed:\n{imported.stderr.decode()[-2000:]}")
+            tarball = Path(tmp) / "rootfs.tar"
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+            podman.run("import", str(tarball), ref, timeout=600)
     return ref
 
 
