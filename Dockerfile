@@ -7,21 +7,28 @@
 # the image name are passed to celery-exporter. Keep the listen port in CE_PORT rather than
 # --port: the HEALTHCHECK reads CE_PORT. With --web-config-file serving TLS or basic auth on
 # /healthz, override the HEALTHCHECK (or pass --web-health-without-auth).
+#
+# The base image is a build argument (default: the official python:${PYTHON_VERSION}-slim);
+# tests/container builds this same file on a Debian base made offline with debootstrap:
+#   docker build --build-arg BASE_IMAGE=localhost/debian-python:bookworm -t celery-exporter .
 
 ARG PYTHON_VERSION=3.11
+# Any Debian-like image with python3, its venv module and useradd; both stages use it, so the
+# virtualenv's python exists in the final stage at the same path.
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Installed into a virtualenv that the final stage copies whole, so the image carries neither
 # the source tree nor pip's build leftovers.
-RUN python -m venv /opt/celery-exporter
+RUN python3 -m venv /opt/celery-exporter
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/celery-exporter/bin/pip install .
 
-FROM python:${PYTHON_VERSION}-slim
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="celery-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Celery" \
       org.opencontainers.image.source="https://github.com/celery-exporter/celery-exporter" \
@@ -30,13 +37,17 @@ ENV PATH=/opt/celery-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     CE_PORT=9808
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin exporter
+# The group gets GID 10001 too: `useradd --user-group` would give it a system GID below 1000,
+# leaving the numeric USER's group without a name.
+RUN groupadd --system --gid 10001 exporter \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin exporter
 COPY --from=build /opt/celery-exporter /opt/celery-exporter
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 9808
 # The slim image has no curl; Python is there anyway. Any error (refused, timeout, non-2xx)
-# raises, and an uncaught exception exits 1, which Docker reads as unhealthy.
+# raises, and an uncaught exception exits 1, which Docker reads as unhealthy; the hook makes the
+# health log one line naming the error instead of a traceback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CE_PORT', '9808') + '/healthz', timeout=4).close()"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.excepthook = lambda kind, error, tb: print('unhealthy:', error, file=sys.stderr); urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CE_PORT', '9808') + '/healthz', timeout=4).close()"]
 ENTRYPOINT ["celery-exporter"]

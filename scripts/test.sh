@@ -1,35 +1,158 @@
 #!/usr/bin/env bash
-# Run every test on a fresh Debian machine: install the brokers, Prometheus and Alertmanager
-# if missing, build a virtualenv, then lint, type-check and run the whole pytest suite.
-# Integration tests start their own Redis, RabbitMQ, Prometheus and Celery workers.
+# Run every test on a fresh Debian machine. Installs what the tests use if missing (Redis,
+# RabbitMQ, Prometheus, Alertmanager, podman + runc + debootstrap for the container tier,
+# Chromium, npm packages of tests/deploy/k8s_schema), builds .venv with the test extra, then
+# runs lint and the pytest tiers side by side. Each tier's output is kept and printed when the
+# tier ends; the script ends with one pytest-style summary line and fails if any tier failed.
+#
+#   scripts/test.sh                    lint and every tier
+#   scripts/test.sh tests/unit -k web  lint and one pytest run with these arguments (a subset)
+#   TEST_PARALLEL=0 scripts/test.sh    the same tiers one after another
+#
+# Tiers start their own servers on free loopback ports, so they can run at once; they mostly
+# wait on brokers, workers and Prometheus, so two cores overlap three lanes of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+k8s_schema=tests/deploy/k8s_schema
+packages=(redis-server rabbitmq-server prometheus prometheus-alertmanager
+          podman runc debootstrap chromium)
+# npm may come from elsewhere than Debian (nodesource, nvm): only a missing command counts.
+if [ -f "$k8s_schema/package.json" ] && ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
 missing=()
-for pair in redis-server:redis-server rabbitmq-server:rabbitmq-server \
-            promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/lib/rabbitmq/bin/${pair%%:*}" ] \
-    || missing+=("${pair##*:}")
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+  apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" update -qq
+  "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts these as services on install; the tests run their own on free ports.
-for svc in redis-server rabbitmq-server prometheus prometheus-alertmanager; do
-  $sudo service "$svc" stop >/dev/null 2>&1 || true
+for service in redis-server rabbitmq-server prometheus prometheus-alertmanager; do
+  $sudo service "$service" stop >/dev/null 2>&1 || true
 done
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+# Reinstalled when pyproject.toml changes (dependencies); the editable install follows src/.
+stamp="$venv/.test-extra-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
 export PATH="$PWD/$venv/bin:$PATH"
 
-ruff check .
-ruff format --check .
-mypy
-pytest "$@"
+if [ -f "$k8s_schema/package.json" ]; then
+  # npm ci empties node_modules first: skip it while the installed tree is newer than the lock.
+  stamp="$k8s_schema/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$k8s_schema/package.json" -nt "$stamp" ] \
+     || [ "$k8s_schema/package-lock.json" -nt "$stamp" ]; then
+    (cd "$k8s_schema" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+# Tiers (name and command) and lanes: the tiers of a lane run one after another, the lanes
+# side by side. Three lanes, not one per tier: with six at once on two cores, exact-count
+# integration tests lost events' order (tests/integration/test_exporter.py, on RabbitMQ).
+tiers=()
+declare -A commands=()
+add_tier() { tiers+=("$1"); commands[$1]="$2"; }
+add_tier lint "ruff check . && ruff format --check . && mypy"
+if [ $# -gt 0 ]; then
+  add_tier pytest "pytest $(printf '%q ' "$@")"
+  lanes=("lint" "pytest")
+else
+  # By directory, and "rest" for every other directory, so a new one is never left out.
+  # tests/integration is the longest: its two slowest files run as a tier of their own.
+  slow=(tests/integration/test_reliability.py tests/integration/test_servers.py)
+  add_tier container "pytest tests/container"
+  add_tier integration "pytest tests/integration ${slow[*]/#/--ignore=}"
+  add_tier reliability "pytest ${slow[*]}"
+  add_tier deploy "pytest tests/deploy"
+  add_tier rest "pytest tests --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
+  # The container tier's first build (debootstrap, pip) is minutes of CPU; later runs reuse it.
+  lanes=("integration rest" "reliability deploy" "lint container")
+fi
+[ "${TEST_PARALLEL:-1}" != 0 ] || lanes=("${tiers[*]}")
+
+logs="${TEST_LOG_DIR:-$(mktemp -d -t celery-exporter-tests.XXXXXX)}"
+mkdir -p "$logs"
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+seconds() { printf '%d.%d' $(($1 / 1000)) $((($1 % 1000) / 100)); }  # ms -> "12.3"
+started=$(now_ms)
+run_tier() {  # the tier's command; its output, exit code and wall time go to files
+  local tier=$1 begin
+  begin=$(now_ms)
+  set +e
+  bash -c "${commands[$tier]}" >"$logs/$tier.log" 2>&1 </dev/null
+  echo $? >"$logs/$tier.rc"
+  set -e
+  seconds $(($(now_ms) - begin)) >"$logs/$tier.seconds"
+}
+show_tier() {  # under a lock, so that two lanes ending at once do not interleave
+  (
+    flock 9
+    echo
+    echo "========== tier $1: exit $(cat "$logs/$1.rc"), $(cat "$logs/$1.seconds") s, $logs/$1.log =========="
+    cat "$logs/$1.log"
+  ) 9>"$logs/.print.lock"
+}
+run_lane() {
+  for tier in $1; do
+    run_tier "$tier"
+    show_tier "$tier"
+  done
+}
+echo "lanes side by side: $(IFS=,; echo "${lanes[*]}" | sed 's/,/ | /g') (output in $logs)"
+lane_pids=()
+for lane in "${lanes[@]}"; do
+  run_lane "$lane" &
+  lane_pids+=($!)
+done
+wait "${lane_pids[@]}" || true
+
+# One closing line in pytest's words, summed over the tiers. A failed lint tier counts as one
+# failure; a pytest tier that ended without its summary line counts as one error.
+declare -A total=()
+failures=()
+timings=()
+for tier in "${tiers[@]}"; do
+  rc=$(cat "$logs/$tier.rc")
+  timings+=("$tier $(cat "$logs/$tier.seconds")s")
+  if [ "$tier" = lint ]; then
+    [ "$rc" = 0 ] || { total[failed]=$((${total[failed]:-0} + 1)); failures+=("lint"); }
+    continue
+  fi
+  line=$(grep -E '^=* ?[0-9]+ [a-z]+.* in [0-9.]+s' "$logs/$tier.log" | tail -1 || true)
+  if [ -z "$line" ]; then
+    [ "$rc" = 5 ] && continue  # pytest's "no tests ran": a subset that selects nothing here
+    total[error]=$((${total[error]:-0} + 1))
+    failures+=("$tier (exit $rc, no pytest summary)")
+    continue
+  fi
+  while read -r count word; do
+    total[${word%s}]=$((${total[${word%s}]:-0} + count))
+  done < <(grep -oE '[0-9]+ (failed|passed|skipped|deselected|xfailed|xpassed|warnings?|errors?)' \
+             <<<"$line")
+  [ "$rc" = 0 ] || [ "$rc" = 5 ] || failures+=("$tier (exit $rc)")
+done
+parts=()
+for word in failed passed skipped deselected xfailed xpassed warning error; do
+  count=${total[$word]:-0}
+  [ "$count" -gt 0 ] || continue
+  case "$word" in warning | error) [ "$count" -gt 1 ] && word="${word}s" ;; esac
+  parts+=("$count $word")
+done
+echo
+for failure in "${failures[@]}"; do echo "FAILED tier $failure"; done
+echo "tier wall times: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
+summary=$(IFS=,; echo "${parts[*]:-no tests ran}" | sed 's/,/, /g')
+echo "============ $summary in $(seconds $(($(now_ms) - started)))s ============"
+[ ${#failures[@]} -eq 0 ]

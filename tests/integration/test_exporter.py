@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.conftest import WorkerFactory
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, wait_for
 
 from .conftest import ExporterFactory, producer, send
 
@@ -127,7 +127,9 @@ def test_broker_password_never_appears_in_logs_pages_or_metrics(
         good = exporter_factory(f"redis://:Sup3rS3cret@127.0.0.1:{server.port}/0")
         good.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1)
         wrong = exporter_factory(f"redis://:WrongPassw0rd@127.0.0.1:{server.port}/0")
-        wrong.wait_value("celery_exporter_broker_up", {}, lambda v: v == 0)
+        # broker_up reads 0 before the first attempt too: wait for the failure itself.
+        wait_for(lambda: "cannot connect to broker" in wrong.log, 30, "the auth failure")
+        assert wrong.value("celery_exporter_broker_up") == 0
         for exporter, secret in ((good, "Sup3rS3cret"), (wrong, "WrongPassw0rd")):
             pages = [exporter.get(path)[1] for path in ("/", "/metrics", "/readyz", "/health")]
             assert secret.encode() not in b"".join(pages)
