@@ -96,7 +96,7 @@ def publish_filler(broker_url: str, megabytes: int) -> None:
             publisher.publish({**body, "pad": pad}, routing_key="test.filler", delivery_mode=1)
 
 
-def pubsub_clients(client: redis.Redis) -> int:
+def pubsub_clients(client: redis.Redis[bytes]) -> int:
     return len(client.client_list(_type="pubsub"))
 
 
