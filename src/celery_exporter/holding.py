@@ -12,12 +12,12 @@ starts a due task at once, so such a task is no longer held. (A task waiting for
 `rate_limit` token is the exception, and is dropped early.) A worker that goes offline or is
 purged drops everything it held: its unacknowledged messages go back to the broker.
 
-Memory: at most `cap` held tasks in all (the oldest is forgotten first), as the in-flight table.
+Memory: at most `cap` held tasks in all (the oldest are forgotten first), as the in-flight table.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
 from dataclasses import dataclass, field
 
 # Seconds (worker clock) a held task must be older than an idle heartbeat to be dropped: covers
@@ -36,33 +36,36 @@ class Held:
 class HeldTasks:
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self._owner: OrderedDict[str, str] = OrderedDict()  # uuid -> worker, oldest first
+        # uuid -> its worker's Held, in the order received. A plain dict (cheaper per event
+        # than an OrderedDict); past the cap the oldest tenth goes at once, so that finding the
+        # oldest (a scan over deleted slots at the front) is paid once per many tasks.
+        self._owner: dict[str, Held] = {}
         self._workers: dict[str, Held] = {}
 
     def received(self, uuid: str, worker: str, received_at: float, eta: float | None) -> None:
         if uuid in self._owner:
             self.done(uuid)  # redelivered, maybe to another worker
-        self._owner[uuid] = worker
         held = self._workers.get(worker)
         if held is None:
             held = self._workers[worker] = Held()
+        self._owner[uuid] = held
         if eta is None:
             held.plain[uuid] = received_at
         else:
             held.eta[uuid] = (received_at, eta)
         if len(self._owner) > self.cap:
-            self.done(next(iter(self._owner)))
+            for oldest in list(itertools.islice(self._owner, self.cap // 10 + 1)):
+                self.done(oldest)
 
     def done(self, uuid: str) -> None:
         """The task started, finished or was given up: no longer held. The hot path."""
-        worker = self._owner.pop(uuid, None)
-        if worker is None:
+        if uuid not in self._owner:
             return
-        held = self._workers[worker]
+        held = self._owner.pop(uuid)
+        # An emptied Held stays: workers take and start tasks all the time, and its record
+        # goes with the worker (forget_worker), so the number of records is bounded by workers.
         if held.plain.pop(uuid, None) is None:
             held.eta.pop(uuid, None)
-        if not held.plain and not held.eta:
-            del self._workers[worker]
 
     def idle(self, worker: str, heartbeat_at: float) -> None:
         """A heartbeat from `worker`, stamped `heartbeat_at`, said it runs no task."""
@@ -85,6 +88,9 @@ class HeldTasks:
         """worker -> (prefetched, scheduled) at exporter time `now`."""
         result = {}
         for worker, held in self._workers.items():
+            if not held.eta:
+                result[worker] = (len(held.plain), 0)
+                continue
             due = sum(1 for _, eta in held.eta.values() if eta <= now)
             result[worker] = (len(held.plain) + due, len(held.eta) - due)
         return result

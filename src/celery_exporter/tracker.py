@@ -17,6 +17,7 @@ from typing import Any
 from .config import Config
 from .events import (
     MAX_DURATION,
+    MAX_LABEL_LENGTH,
     BadEvent,
     duration,
     eta_timestamp,
@@ -230,15 +231,18 @@ class Tracker:
         eta = eta_timestamp(event.get("eta"))
         if eta is not None:
             record.eta = eta
-        nodename = label_text(event.get("hostname"), "hostname")
-        self.held.received(uuid, nodename, _worker_time(event, now), eta)
+        received_at = event.get("timestamp")
+        if type(received_at) is not float:  # the common case needs no further check
+            received_at = _worker_time(event, now)
+        # _worker_task has checked the node name: this is its label_text(), cheaply.
+        self.held.received(uuid, event["hostname"][:MAX_LABEL_LENGTH], received_at, eta)
 
     def _task_started(self, event: dict[str, Any], now: float) -> None:
         started_at = timestamp_of(event, now)
         uuid, record, labels = self._worker_task(event, "started", now)
         record.started_at = started_at
         self.held.done(uuid)
-        self.missed.started(label_text(event.get("hostname"), "hostname"), started_at)
+        self.missed.started(event["hostname"][:MAX_LABEL_LENGTH], started_at)
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.
