@@ -1,10 +1,11 @@
-"""Missed task events and held tasks on a real Redis with a real prefork worker.
+"""Missed task events and held tasks on real brokers with a real prefork worker.
 
 A clean run of thousands of tasks reads 0 missed. Then Redis drops the exporter's pub/sub
 connection (a tiny `client-output-buffer-limit pubsub`, the exporter paused with SIGSTOP while
 more than the kernel's socket buffers can absorb is published), a burst of tasks runs while it is
 gone, and afterwards the missed counter equals the tasks the worker started minus the
-task-started events the exporter counted.
+task-started events the exporter counted. The same on RabbitMQ, where the burst's events wait
+in the paused exporter's event queue until its message TTL (event_queue_ttl, 5 s) drops them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kombu.messaging import Producer
 
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
-from tests.servers import RedisServer, wait_for
+from tests.servers import RabbitMQServer, RedisServer, wait_for
 
 from .conftest import ExporterFactory, producer, send
 
@@ -186,3 +187,58 @@ def test_prefetched_and_scheduled_tasks_of_a_real_worker(
     assert exporter.value("celery_worker_tasks_scheduled", **labels) == 1
     worker.stop()  # a clean shutdown: the ETA task goes back to the broker
     exporter.wait_value("celery_worker_tasks_scheduled", labels, lambda v: not v, timeout=30)
+
+
+def event_messages_waiting(server: RabbitMQServer) -> int:
+    """Ready messages in the event queues (the paused exporter's), from rabbitmqctl."""
+    rows = server.ctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready")
+    return sum(int(row.split()[1]) for row in rows.splitlines() if row.startswith("celeryev."))
+
+
+def test_events_expired_by_the_rabbitmq_event_ttl_are_counted_missed(
+    rabbitmq_server: RabbitMQServer,
+    worker_factory: WorkerFactory,
+    exporter_factory: ExporterFactory,
+    unique_name: str,
+) -> None:
+    # The exporter's event queue drops messages older than Celery's event_queue_ttl (5 s).
+    # Paused, its socket buffers full of filler, the burst's events wait in the queue and expire.
+    url, queue = rabbitmq_server.url, f"ttl-{unique_name}"
+    exporter = exporter_factory(url, "--inspect-interval", "0")
+    worker = worker_factory(url, queues=(queue,), concurrency=2)
+    labels = {"hostname": HOST, "worker": worker.hostname}
+    exporter.wait_value("celery_worker_up", labels, lambda v: v == 1)
+    app = producer(url, sent_events=False)
+    warmup, burst = 100, 1000
+    send(app, "workload.add", queue, times=warmup, args=(1, 2))
+    wait_until(lambda: started_counted(exporter) == warmup, 60, "warm-up task-started")
+    wait_heartbeats(exporter, 2)
+
+    def succeeded_in_log() -> int:
+        return worker.log().count("] succeeded in ")
+
+    assert exporter.proc is not None
+    os.kill(exporter.proc.pid, signal.SIGSTOP)
+    try:
+        publish_filler(url, megabytes=24)
+        send(app, "workload.add", queue, times=burst, args=(1, 2))
+        wait_until(lambda: succeeded_in_log() >= warmup + burst, 120, "the burst to run")
+        wait_until(
+            lambda: event_messages_waiting(rabbitmq_server) == 0, 60, "the event TTL to expire"
+        )
+    finally:
+        os.kill(exporter.proc.pid, signal.SIGCONT)
+
+    total = warmup + burst
+    exporter.wait_value(PROCESSED, labels, lambda v: v == total, timeout=60)
+
+    def reconciled() -> bool:
+        missed = exporter.value(MISSED, **labels)
+        return missed is not None and missed > 0 and missed == total - started_counted(exporter)
+
+    wait_until(reconciled, 60, "missed == started by the worker - started events counted")
+    # Every task-started of the burst waited behind the filler and expired.
+    assert exporter.value(MISSED, **labels) == burst
+    assert started_counted(exporter) == warmup
+    wait_heartbeats(exporter, 3)
+    assert exporter.value(MISSED, **labels) == burst
