@@ -19,7 +19,7 @@ from . import __version__
 from .exposition import Series, SeriesCollector
 from .metrics import FamilyFactory
 from .series import Labels
-from .tracker import Tracker
+from .tracker import Snapshot, Tracker
 from .workers import WorkerView
 
 LOADAVG_PERIODS = ("1m", "5m", "15m")
@@ -52,6 +52,7 @@ class TrackerCollector(SeriesCollector):
         ):
             yield from self._histogram(name, table, les)
         yield from self._workers(snap.workers)
+        yield from self._held_and_missed(snap)
         yield from self._counter("exporter_events", {(k,): v for k, v in snap.events.items()})
         yield from self._counter("exporter_event_errors", {(k,): v for k, v in snap.errors.items()})
         yield from self._counter(
@@ -122,6 +123,24 @@ class TrackerCollector(SeriesCollector):
                         f.labels((w.hostname, w.worker, period)), load
                     )
         yield from gauges.values()
+
+    def _held_and_missed(self, snap: Snapshot) -> Iterator[Series]:
+        """Prefetched and scheduled tasks and missed task events, per worker shown."""
+        f = self._factory
+        names = ("worker_tasks_prefetched", "worker_tasks_scheduled", "exporter_task_events_missed")
+        families = {name: f.new(name) for name in names if f.enabled(name)}
+        for w in snap.workers:
+            labels = f.labels((w.hostname, w.worker))
+            # A worker that is down holds nothing we can vouch for: its messages go back.
+            prefetched, scheduled = snap.holdings.get(w.worker, (0, 0)) if w.up else (0, 0)
+            for name, value in (
+                ("worker_tasks_prefetched", prefetched),
+                ("worker_tasks_scheduled", scheduled),
+                ("exporter_task_events_missed", snap.missed.get(w.worker)),
+            ):
+                if name in families and value is not None:
+                    families[name].add_metric(labels, value)
+        yield from families.values()
 
 
 @dataclass

@@ -161,10 +161,31 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         WORKER_LABELS,
     ),
     MetricSpec(
+        "worker_tasks_prefetched",
+        "gauge",
+        "Tasks the worker has received and not started, with no ETA or one that has passed, "
+        "from task events (received minus started/finished/rejected/revoked).",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_tasks_scheduled",
+        "gauge",
+        "Tasks the worker has received with an ETA still in the future (exporter clock), "
+        "from task events.",
+        WORKER_LABELS,
+    ),
+    MetricSpec(
         "worker_concurrency",
         "gauge",
         "Pool size (max concurrency) of the worker, from inspect stats.",
         WORKER_LABELS,
+    ),
+    MetricSpec(
+        "worker_queue_info",
+        "gauge",
+        "Always 1: the worker consumes the queue, from inspect active_queues. For joins, "
+        "e.g. idle pool slots per queue.",
+        (*WORKER_LABELS, "queue_name"),
     ),
     MetricSpec(
         "worker_cpu_seconds",
@@ -238,6 +259,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "counter",
         "Events or messages that could not be used and were skipped, by reason.",
         ("reason",),
+    ),
+    MetricSpec(
+        "exporter_task_events_missed",
+        "counter",
+        "Tasks the worker's heartbeats say it started (processed) whose task-started event "
+        "never reached this exporter, counted about 12 s after the fact, since the first "
+        "heartbeat this exporter saw from the worker.",
+        WORKER_LABELS,
     ),
     MetricSpec(
         "exporter_broker_reconnects",

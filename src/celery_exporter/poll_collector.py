@@ -48,7 +48,12 @@ class PollCollector(SeriesCollector):
 
     def _workers(self, view: PollView) -> Iterator[Series]:
         f = self._factory
-        names = ("worker_concurrency", "worker_cpu_seconds", "worker_max_rss_bytes")
+        names = (
+            "worker_concurrency",
+            "worker_cpu_seconds",
+            "worker_max_rss_bytes",
+            "worker_queue_info",
+        )
         families = {name: f.new(name) for name in names if f.enabled(name)}
         if not families or not view.workers:
             return
@@ -65,6 +70,9 @@ class PollCollector(SeriesCollector):
                         )
             if "worker_max_rss_bytes" in families and stats.max_rss_bytes is not None:
                 families["worker_max_rss_bytes"].add_metric(f.labels(labels), stats.max_rss_bytes)
+            if "worker_queue_info" in families:
+                for queue in stats.queues:
+                    families["worker_queue_info"].add_metric(f.labels((*labels, queue)), 1)
         yield from families.values()
 
     def _health(self, view: PollView) -> Iterator[Series]:

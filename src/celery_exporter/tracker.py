@@ -11,23 +11,27 @@ import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .arrivals import WorkerArrivals
 from .config import Config
 from .events import (
     MAX_DURATION,
+    MAX_LABEL_LENGTH,
     BadEvent,
     duration,
     eta_timestamp,
     exception_class,
     host_of,
+    int_field,
     label_text,
     timestamp_of,
 )
 from .held import HeldEvents
+from .holding import HeldTasks
 from .metrics import UNKNOWN
+from .missed import MissedEvents
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
 
@@ -62,6 +66,9 @@ class Snapshot:
     overflow: dict[str, int]
     last_event: float | None
     tracked_tasks: int
+    # worker -> (prefetched, scheduled) tasks it holds
+    holdings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    missed: dict[str, int] = field(default_factory=dict)  # worker -> task events missed
 
 
 class Tracker:
@@ -92,6 +99,8 @@ class Tracker:
         self.workers = WorkerTable(
             config.worker_timeout, config.purge_offline_worker_metrics, config.max_workers
         )
+        self.holdings = HeldTasks(config.max_tracked_tasks)
+        self.missed = MissedEvents(config.max_workers)
         self._events: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._last_event: float | None = None
@@ -106,7 +115,7 @@ class Tracker:
             "task-revoked": self._task_revoked,
             "worker-online": self._worker_heartbeat,
             "worker-heartbeat": self._worker_heartbeat,
-            "worker-offline": self.workers.offline,
+            "worker-offline": self._worker_offline,
         }
 
     # ---- input -------------------------------------------------------------------------
@@ -162,6 +171,7 @@ class Tracker:
         self.workers.heartbeat(event, now)
         if nodename not in self.workers.records:
             return  # over --max-workers
+        self._worker_counts(event, now)
         # worker-online may be a restart under the same name, with other queues.
         if event["type"] == "worker-online" or (new and nodename not in self._worker_queues()):
             self._held.worker_appeared(nodename, now)
@@ -256,15 +266,22 @@ class Tracker:
         return self._queue_by_name.get(name, self._config.default_queue_name)
 
     def _task_received(self, event: dict[str, Any], now: float) -> None:
-        _, record, _ = self._worker_task(event, "received", now)
+        uuid, record, _ = self._worker_task(event, "received", now)
         eta = eta_timestamp(event.get("eta"))
         if eta is not None:
             record.eta = eta
+        received_at = event.get("timestamp")
+        if type(received_at) is not float:  # the common case needs no further check
+            received_at = _worker_time(event, now)
+        # _worker_task has checked the node name: this is its label_text(), cheaply.
+        self.holdings.received(uuid, event["hostname"][:MAX_LABEL_LENGTH], received_at, eta)
 
     def _task_started(self, event: dict[str, Any], now: float) -> None:
         started_at = timestamp_of(event, now)
-        _, record, labels = self._worker_task(event, "started", now)
+        uuid, record, labels = self._worker_task(event, "started", now)
         record.started_at = started_at
+        self.holdings.done(uuid)
+        self.missed.started(event["hostname"][:MAX_LABEL_LENGTH], started_at)
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.
@@ -278,6 +295,7 @@ class Tracker:
         uuid, _, labels = self._worker_task(event, "succeeded", now)
         if value is not None:
             self._runtime.observe(labels, value)
+        self.holdings.done(uuid)
         del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
 
     def _task_failed(self, event: dict[str, Any], now: float) -> None:
@@ -292,16 +310,37 @@ class Tracker:
             ran = max(0.0, failed_at - record.started_at)
             if ran <= MAX_DURATION:
                 self._failed_runtime.observe(labels, ran)
+        self.holdings.done(uuid)
         del self._tasks[uuid]
 
     def _task_retried(self, event: dict[str, Any], now: float) -> None:
         self._worker_task(event, "retried", now)
 
     def _task_rejected(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, "rejected", now)
+        uuid, _, _ = self._worker_task(event, "rejected", now)
+        self.holdings.done(uuid)
 
     def _task_revoked(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, "revoked", now)
+        uuid, _, _ = self._worker_task(event, "revoked", now)
+        self.holdings.done(uuid)
+
+    # ---- worker events -----------------------------------------------------------------
+
+    def _worker_offline(self, event: dict[str, Any], now: float) -> None:
+        self.workers.offline(event, now)
+        self._worker_counts(event, now)
+        # Its unacknowledged messages go back to the broker: it holds nothing any more.
+        self.holdings.forget_worker(label_text(event.get("hostname"), "hostname"))
+
+    def _worker_counts(self, event: dict[str, Any], now: float) -> None:
+        """What `active` and `processed` say about held tasks and missed task events."""
+        nodename = label_text(event.get("hostname"), "hostname")
+        sent_at = _worker_time(event, now)
+        processed = int_field(event, "processed")
+        if processed is not None:
+            self.missed.heartbeat(nodename, sent_at, processed)
+        if int_field(event, "active") == 0:
+            self.holdings.idle(nodename, sent_at)
 
     # ---- housekeeping and output -------------------------------------------------------
 
@@ -312,6 +351,9 @@ class Tracker:
             gone = self.workers.expire(self._clock())
             if not gone:
                 return
+            for record in gone:
+                self.holdings.forget_worker(record.worker)
+                self.missed.forget(record.worker)
             hosts = {r.hostname for r in gone} - self.workers.live_hostnames()
             for host in hosts:
                 self._hosts.release(host)
@@ -345,4 +387,14 @@ class Tracker:
                 overflow=overflow,
                 last_event=self._last_event,
                 tracked_tasks=len(self._tasks),
+                holdings=self.holdings.counts(now),
+                missed=self.missed.totals(),
             )
+
+
+def _worker_time(event: dict[str, Any], now: float) -> float:
+    """The sender's clock, or the exporter's where the event has no usable timestamp."""
+    try:
+        return timestamp_of(event, now)
+    except BadEvent:
+        return now

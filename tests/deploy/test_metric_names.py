@@ -89,9 +89,17 @@ def test_the_check_sees_every_file() -> None:
         assert name in used
 
 
+def runbook_names() -> set[str]:
+    """Metric names in the runbook's PromQL blocks: the queries operators paste."""
+    blocks = re.findall(r"```promql\n(.*?)```", promql.RUNBOOK_FILE.read_text(), flags=re.S)
+    return {name for block in blocks for line in block.splitlines() for name in
+            promql.metric_names(line)}  # fmt: skip
+
+
 def test_recording_rules_used_are_defined_and_defined_ones_are_used() -> None:
     defined = promql.recording_names()
-    used = set().union(*(promql.metric_names(q.expr) for q in all_queries()))
+    # Used by an alert, a dashboard, or the runbook's triage queries.
+    used = set().union(*(promql.metric_names(q.expr) for q in all_queries()), runbook_names())
     recorded_names = {name for name in used if ":" in name}
     assert recorded_names <= defined
     assert defined <= used, f"recording rules nothing uses: {sorted(defined - used)}"
