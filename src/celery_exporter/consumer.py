@@ -87,11 +87,12 @@ class EventConsumer:
             except SubscriptionDropped as exc:
                 # The server is up and cut only us off: resubscribe at once, say why once.
                 log.warning(
-                    "Redis closed the event subscription (%s) while the server stayed up; "
+                    "Redis closed the event subscription (%s) while the server kept answering; "
                     "events published meanwhile were probably lost. Redis drops a subscriber "
                     "that falls behind once its output buffer passes "
                     "`client-output-buffer-limit pubsub` (default 32mb hard, 8mb for 60s): "
-                    "raise that limit on the Redis server",
+                    "raise that limit on the Redis server (CLIENT KILL and a Sentinel "
+                    "failover close subscriptions too)",
                     self._scrub(str(exc)),
                 )
                 self._resubscribing = True
