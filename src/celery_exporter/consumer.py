@@ -26,6 +26,7 @@ from celery.events.event import get_exchange
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.message import Message
+from kombu.serialization import prepare_accept_content
 
 from .collectors import ExporterHealth
 from .config import redact_url
@@ -71,6 +72,8 @@ class EventConsumer:
         self._health = health
         self._backoff = Backoff(retry_interval)
         self._secrets = _passwords(str(app.conf.broker_url))
+        # Content types a non-JSON event may come in (--accept-content; Celery's default json).
+        self._accept = prepare_accept_content(app.conf.accept_content)
         self._ever_connected = False
         self._lost_at: float | None = None
         self._resubscribing = False
@@ -112,7 +115,11 @@ class EventConsumer:
         exchange = self._app.conf.event_exchange
         if uses_direct_reader(conn):
             reader = RedisEventReader(
-                conn, exchange, self._tracker.record_message, self._tracker.record_error
+                conn,
+                exchange,
+                self._tracker.record_message,
+                self._tracker.record_error,
+                self._accept,
             )
             reader.subscribe()
             self._serve(conn, stop, reader.drain)
@@ -130,6 +137,7 @@ class EventConsumer:
             queues=[queue],
             on_message=self._on_message,
             on_decode_error=self._on_decode_error,
+            accept=self._accept,
             no_ack=True,
         ):
             self._serve(conn, stop, lambda timeout: self._drain_kombu(conn, timeout))
@@ -163,7 +171,7 @@ class EventConsumer:
             if message.content_type == "application/json":
                 body = loads(message.body)
             else:
-                body = message.decode()  # honours --accept-content
+                body = message.decode()  # with `accept`: honours --accept-content
         except Exception:  # the guard around one message: count it and go on
             self._tracker.record_error("undecodable")
             return

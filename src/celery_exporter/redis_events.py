@@ -82,8 +82,10 @@ class RedisEventReader:
         exchange: str,
         on_body: Callable[[Any], None],
         on_error: Callable[[str], None],
+        accept: set[str] | None = None,
     ) -> None:
         self._channel: Any = conn.default_channel  # connects (and PINGs) now
+        self._accept = accept  # content types kombu may decode (--accept-content)
         self._exchange = exchange
         self._on_body = on_body
         self._on_error = on_error
@@ -141,12 +143,19 @@ class RedisEventReader:
         properties = envelope["properties"]
         encoding = properties.get("body_encoding")
         if envelope.get("content-type") != JSON or "compression" in (envelope.get("headers") or {}):
-            return self._channel.Message(envelope, channel=self._channel).decode()
+            return self._decode_with_kombu(envelope)
         if encoding == "base64":
             return loads(binascii.a2b_base64(envelope["body"]))
         if encoding is None or encoding.lower() == "utf-8":
             return loads(envelope["body"])
-        return self._channel.Message(envelope, channel=self._channel).decode()
+        return self._decode_with_kombu(envelope)
+
+    def _decode_with_kombu(self, envelope: dict[str, Any]) -> Any:
+        """Other serializers, compression, body encodings: kombu's own Message decodes."""
+        message = self._channel.Message(envelope, channel=self._channel)
+        if self._accept is not None:
+            message.accept = self._accept
+        return message.decode()
 
     def _server_answers(self) -> bool:
         """After the subscription broke: does the server still take a command? Then it

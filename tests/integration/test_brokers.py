@@ -7,6 +7,7 @@ TLS in a vhost of its own. In each, the broker password appears in no log line, 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import uuid
@@ -231,6 +232,111 @@ def test_redis_event_topic_follows_kombus_fanout_options(
     exporter.wait_value(
         "celery_exporter_events_total", {"event": "worker-heartbeat"}, lambda v: v == before + 25
     )
+
+
+def test_redis_dropping_a_slow_subscriber_is_logged_once_and_resubscribed(
+    tmp_path: Path, exporter_factory: ExporterFactory
+) -> None:
+    """A paused exporter passes a tiny pub/sub output buffer limit: Redis closes its
+    subscription and stays up. One warning names the setting; events are read again after."""
+    import redis
+
+    server = plain_redis(tmp_path / "redis")
+    client = redis.Redis(port=server.port, password=PASSWORD)
+    try:
+        url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+        exporter = exporter_factory(url, *FAST)
+        app = app_for(url)
+        beats = 0.0
+
+        def heartbeats(count: int) -> None:
+            with app.connection_for_write() as conn:
+                dispatcher = app.events.Dispatcher(conn, hostname="probe@host")
+                for _ in range(count):
+                    dispatcher.send("worker-heartbeat", freq=2.0, active=0, processed=0)
+
+        def counted() -> float:
+            return exporter.value("celery_exporter_events_total", event="worker-heartbeat") or 0
+
+        deadline = time.monotonic() + 20
+        while not counted():  # subscribed: pub/sub keeps nothing for a late subscriber
+            assert time.monotonic() < deadline, exporter.log
+            heartbeats(1)
+            time.sleep(0.2)
+        client.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+        assert exporter.proc is not None
+        exporter.proc.send_signal(signal.SIGSTOP)
+        try:
+            # Well past what the kernel's socket buffers absorb on loopback.
+            payload = json.dumps({"body": "", "properties": {}, "pad": "x" * 4000})
+            with client.pipeline(transaction=False) as pipe:
+                for _ in range(8000):
+                    pipe.publish("/0.celeryev/worker.heartbeat", payload)
+                pipe.execute()
+        finally:
+            exporter.proc.send_signal(signal.SIGCONT)
+        exporter.wait_value("celery_exporter_broker_reconnects_total", {}, lambda v: v == 1)
+        beats = counted()
+        heartbeats(10)
+        exporter.wait_value(
+            "celery_exporter_events_total", {"event": "worker-heartbeat"}, lambda v: v == beats + 10
+        )
+        warnings = [line for line in exporter.log.splitlines() if " WARNING " in line]
+        assert len(warnings) == 1, exporter.log
+        assert "Redis closed the event subscription" in warnings[0]
+        assert "client-output-buffer-limit pubsub" in warnings[0]
+        assert "probably lost" in warnings[0]
+        assert exporter.value("celery_exporter_broker_up") == 1
+        assert_secret_absent(exporter, PASSWORD)
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_non_json_events_follow_accept_content(
+    broker_url: str, exporter_factory: ExporterFactory
+) -> None:
+    """Pickled events are decoded only where --accept-content lists pickle; compressed JSON
+    is decoded everywhere (both through kombu's own decoder, on Redis and RabbitMQ)."""
+    from kombu.messaging import Producer
+
+    pickle_ok = exporter_factory(broker_url, *FAST, "--accept-content", "json,pickle")
+    json_only = exporter_factory(broker_url, *FAST)
+    app = app_for(broker_url)
+    beat = {"type": "worker-heartbeat", "hostname": "probe@host", "freq": 2.0}
+
+    def count(exporter: ExporterProcess) -> float:
+        return exporter.value("celery_exporter_events_total", event="worker-heartbeat") or 0
+
+    with app.connection_for_write() as conn:
+        dispatcher = app.events.Dispatcher(conn, hostname="probe@host")
+        producer = Producer(conn.default_channel, exchange=dispatcher.exchange)
+
+        def publish(times: int, **options: Any) -> None:
+            for _ in range(times):
+                beat["timestamp"] = time.time()
+                producer.publish(
+                    beat, routing_key="worker.heartbeat", declare=[dispatcher.exchange], **options
+                )
+
+        deadline = time.monotonic() + 20
+        while not (count(pickle_ok) and count(json_only)):
+            assert time.monotonic() < deadline, json_only.log
+            publish(1, serializer="json")
+            time.sleep(0.2)
+        before = {exporter: count(exporter) for exporter in (pickle_ok, json_only)}
+        publish(3, serializer="pickle")
+        publish(2, serializer="json", compression="zlib")
+    pickle_ok.wait_value(
+        "celery_exporter_events_total",
+        {"event": "worker-heartbeat"},
+        lambda v: v == before[pickle_ok] + 5,
+    )
+    json_only.wait_value(
+        "celery_exporter_event_errors_total", {"reason": "undecodable"}, lambda v: v == 3
+    )
+    assert count(json_only) == before[json_only] + 2
+    assert pickle_ok.value("celery_exporter_event_errors_total", reason="undecodable") is None
 
 
 # ---- Redis Sentinel -------------------------------------------------------------------------
