@@ -187,9 +187,13 @@ class Profile:
         import subprocess
 
         self.out = out
+        import shutil
+
+        # py-spy is a pip package: next to this interpreter when its venv is not on PATH.
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         self.process = subprocess.Popen(
             [
-                "py-spy",
+                pyspy,
                 "record",
                 "--pid",
                 str(pid),
