@@ -40,6 +40,7 @@ EXPIRE_EVERY = 5.0  # seconds between purges of dead workers
 HEARTBEAT_CHECK_EVERY = 1.0
 JSON = "application/json"
 DRAIN_TIMEOUT = 1.0  # longest a drain call blocks: how soon `stop` and housekeeping are seen
+RESUBSCRIBE_DELAY = 0.1  # after Redis dropped only us: no spin if it keeps doing so
 
 
 class Backoff:
@@ -99,6 +100,7 @@ class EventConsumer:
                     self._scrub(str(exc)),
                 )
                 self._resubscribing = True
+                stop.wait(RESUBSCRIBE_DELAY)
                 continue
             except errors as exc:
                 self._went_down(exc)

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from kombu.connection import Connection
 
 from .json_decode import loads
@@ -105,6 +104,8 @@ class RedisEventReader:
 
     def drain(self, timeout: float) -> None:
         """Read and hand over messages for about `timeout` seconds, or less if quiet."""
+        import redis  # here, not at the top: redis-py costs 8 MB of RSS on RabbitMQ too
+
         connection = self._connection
         read = connection.read_response
         handle = self._handle
@@ -160,6 +161,8 @@ class RedisEventReader:
     def _server_answers(self) -> bool:
         """After the subscription broke: does the server still take a command? Then it
         closed this client on purpose (output buffer limit, CLIENT KILL), it did not die."""
+        import redis
+
         try:
             return bool(redis.Redis(connection_pool=self._channel.pool).ping())
         except (redis.RedisError, OSError):
