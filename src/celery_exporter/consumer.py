@@ -5,9 +5,10 @@ Celery sends, kombu's decoder otherwise) and handed over. No celery.events.State
 timestamp localisation: the metrics need neither. A broker outage is data (broker_up 0) and is
 logged once when it starts and once when it ends.
 
-On Redis the messages are read straight off the pub/sub socket (redis_events.py); on every
-other transport through a kombu Consumer. Both run under the same loop here: connect,
-housekeeping, reconnect with backoff, health flags.
+On Redis the messages are read straight off the pub/sub socket (redis_events.py); on RabbitMQ
+py-amqp hands its messages to a callback here, on kombu's channel; every other transport goes
+through a kombu Consumer. All run under the same loop here: connect, housekeeping, reconnect
+with backoff, health flags.
 """
 
 from __future__ import annotations
