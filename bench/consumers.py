@@ -1,9 +1,10 @@
-"""The consumers under test as processes: the exporter, the baseline Receiver, and Flower.
+"""The consumers under test as processes: the exporter, the baseline Receiver, the floor
+(bare client library), Flower, and optionally the exporter of an earlier commit ("before").
 
 Each runs as one subprocess that the runner can pause (SIGSTOP) and resume (SIGCONT) by PID,
 whose RSS and CPU time are read from /proc, and whose running event count is read over HTTP:
 the exporter's `celery_exporter_events_total` summed over `event`, Flower's
-`flower_events_total` summed over its labels, the baseline's bare integer.
+`flower_events_total` summed over its labels, the baseline's and the floor's bare integer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from tests.servers import REPO_ROOT, free_port, terminate_pid, wait_for
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+EXPORTERS = ("exporter", "before")  # "before": the exporter from `--before-src`
+COUNT_PAGES = ("baseline", "floor", "floor-default")  # serve `<count> <time of last event>`
 
 
 def sum_samples(exposition: str, name: str) -> float:
@@ -37,7 +40,7 @@ def count_samples(exposition: str) -> int:
 
 
 class ConsumerProcess:
-    """One consumer subprocess; `kind` is exporter, baseline or flower."""
+    """One consumer subprocess; `kind` is exporter, before, baseline, floor or flower."""
 
     def __init__(
         self,
@@ -45,11 +48,13 @@ class ConsumerProcess:
         broker_url: str,
         log_dir: Path,
         extra_args: Sequence[str] = (),
+        src: Path | None = None,
     ) -> None:
         self.kind = kind
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/" + ("" if kind == "baseline" else "metrics")
-        if kind == "exporter":
+        self.src = src or REPO_ROOT / "src"  # the exporter's source tree to run
+        self.url = f"http://127.0.0.1:{self.port}/" + ("" if kind in COUNT_PAGES else "metrics")
+        if kind in EXPORTERS:
             argv = [
                 sys.executable,
                 "-m",
@@ -63,16 +68,19 @@ class ConsumerProcess:
                 "--log-level",
                 "WARNING",
             ]
-        elif kind == "baseline":
-            argv = [sys.executable, "-m", "bench.baseline", "--broker-url", broker_url]
+        elif kind in COUNT_PAGES:
+            module = "bench.baseline" if kind == "baseline" else "bench.floor"
+            argv = [sys.executable, "-m", module, "--broker-url", broker_url]
             argv += ["--port", str(self.port)]
+            if kind == "floor-default":
+                argv.append("--default-push-handler")
         elif kind == "flower":
             argv = [sys.executable, "-m", "celery", "--broker", broker_url, "flower"]
             argv += ["--address=127.0.0.1", f"--port={self.port}", "--logging=warning"]
         else:
             raise ValueError(f"unknown consumer kind {kind!r}")
         self.argv = [*argv, *extra_args]
-        self.metric = {"exporter": "celery_exporter_events_total", "flower": "flower_events_total"}
+        self.metric = "flower_events_total" if kind == "flower" else "celery_exporter_events_total"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.logfile = log_dir / f"{kind}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -87,7 +95,7 @@ class ConsumerProcess:
     def start(self, timeout: float = 60.0) -> ConsumerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT / "src"), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+            p for p in (str(self.src), str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
         with self.logfile.open("ab") as log:
             self.process = subprocess.Popen(
@@ -127,16 +135,16 @@ class ConsumerProcess:
         return text, time.perf_counter() - started
 
     def count_from(self, text: str) -> int:
-        if self.kind == "baseline":
+        if self.kind in COUNT_PAGES:
             return int(text.split(maxsplit=1)[0])
-        return int(sum_samples(text, self.metric[self.kind]))
+        return int(sum_samples(text, self.metric))
 
     def last_event_from(self, text: str) -> float | None:
         """Unix time at which the consumer handled its latest event, if it says (Flower
         does not)."""
-        if self.kind == "baseline":
+        if self.kind in COUNT_PAGES:
             return float(text.split()[1])
-        if self.kind == "exporter":
+        if self.kind in EXPORTERS:
             name = "celery_exporter_last_event_timestamp_seconds"
             return sum_samples(text, name) or None
         return None

@@ -1,4 +1,5 @@
-"""Benchmark runner: the exporter against celery's own Receiver (and Flower) on real brokers.
+"""Benchmark runner: the exporter against celery's own Receiver, the bare-client floor (and
+Flower, and the exporter of an earlier commit) on real brokers.
 
 Starts its own Redis and RabbitMQ (tests/servers.py), then for each consumer in turn, in the
 same run: event-to-metric latency, drain rate of a paused backlog, the highest sustained live
@@ -9,6 +10,7 @@ the raw numbers as JSON under bench/results/.
     python -m bench.run --quick                 # ~2-3 minutes, Redis and RabbitMQ
     python -m bench.run --brokers redis --events 1000000 --memory-tasks 1000000
     python -m bench.run --quick --consumers baseline,exporter,flower
+    python -m bench.run --quick --consumers floor,baseline,before,exporter --before-src DIR
 
 On Redis the bench raises `client-output-buffer-limit pubsub` to unlimited (CONFIG SET) while
 it builds a backlog for a paused consumer, and restores the default (32 MB hard, 8 MB for 60 s)
@@ -35,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `tests` impor
 from tests.servers import RabbitMQServer, RedisServer
 
 from bench import phases
-from bench.consumers import ConsumerProcess
+from bench.consumers import EXPORTERS, ConsumerProcess
 from bench.stream import StreamSpec
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -62,6 +64,7 @@ class Settings:
     live_processes: int
     profile: bool
     timeout: float
+    before_src: Path | None = None
 
 
 @dataclass
@@ -99,13 +102,20 @@ def broker_server(name: str, tmp: Path) -> Iterator[phases.Broker]:
 class Running:
     """The consumer under test, restarted (and counted) if a phase killed it."""
 
-    def __init__(self, kind: str, broker: phases.Broker, opts: phases.Options, tmp: Path) -> None:
-        self.kind, self.broker, self.opts, self.tmp = kind, broker, opts, tmp
+    def __init__(
+        self,
+        kind: str,
+        broker: phases.Broker,
+        opts: phases.Options,
+        tmp: Path,
+        src: Path | None = None,
+    ) -> None:
+        self.kind, self.broker, self.opts, self.tmp, self.src = kind, broker, opts, tmp, src
         self.restarts = 0
         self.process = self._start()
 
     def _start(self) -> ConsumerProcess:
-        process = ConsumerProcess(self.kind, self.broker.url, self.tmp / "logs")
+        process = ConsumerProcess(self.kind, self.broker.url, self.tmp / "logs", src=self.src)
         try:
             process.start()
             phases.warm_up(process, self.broker, self.opts)
@@ -128,7 +138,7 @@ def measure_consumer(
     kind: str, broker: phases.Broker, opts: phases.Options, s: Settings, tmp: Path
 ) -> ConsumerResult:
     result = ConsumerResult(kind)
-    running = Running(kind, broker, opts, tmp)
+    running = Running(kind, broker, opts, tmp, s.before_src if kind == "before" else None)
     try:
         # event-to-metric latency includes one scrape; this says how much of it that is
         result.idle_scrape = phases.percentile([running().fetch()[1] for _ in range(5)], 50)
@@ -155,7 +165,7 @@ def measure_consumer(
             )
         first = max(1000.0, result.drain.rate * 0.8)
         result.live = phases.live_rate(running, broker, opts, first, s.live_window, s.live_steps)
-        if kind == "exporter" and s.memory_tasks:
+        if kind in EXPORTERS and s.memory_tasks:
             # RabbitMQ drops event messages older than 5 s: keep each backlog small there.
             rabbit = broker.name == "rabbitmq"
             tasks = min(s.memory_tasks, s.rabbit_memory_tasks) if rabbit else s.memory_tasks
@@ -177,9 +187,13 @@ class Profile:
         import subprocess
 
         self.out = out
+        import shutil
+
+        # py-spy is a pip package: next to this interpreter when its venv is not on PATH.
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         self.process = subprocess.Popen(
             [
-                "py-spy",
+                pyspy,
                 "record",
                 "--pid",
                 str(pid),
@@ -293,23 +307,26 @@ def rows_for(results: list[ConsumerResult]) -> list[tuple[str, list[str], list[f
     ]
 
 
+REFERENCES = ("floor", "floor-default", "baseline")  # every other consumer is a ratio of these
+
+
 def render_table(broker: str, results: list[ConsumerResult]) -> str:
     kinds = [r.kind for r in results]
-    base = kinds.index("baseline") if "baseline" in kinds else None
+    refs = [(ref, kinds.index(ref)) for ref in REFERENCES if ref in kinds]
+    others = [i for i, k in enumerate(kinds) if k not in REFERENCES]
     header = ["metric", *kinds]
-    others = [i for i, k in enumerate(kinds) if k != "baseline"] if base is not None else []
-    header += [f"{kinds[i]}/baseline" for i in others]
+    header += [f"{kinds[i]}/{ref}" for ref, _ in refs for i in others]
     lines = [header]
     for label, cells, raw in rows_for(results):
         row = [label, *cells]
-        for i in others:
-            assert base is not None
-            a = raw[i] if raw else None
-            b = raw[base] if raw else None
-            if a is not None and b is not None and not math.isnan(a + b) and b != 0:
-                row.append(f"{a / b:.2f}x")
-            else:
-                row.append("")
+        for _, base in refs:
+            for i in others:
+                a = raw[i] if raw else None
+                b = raw[base] if raw else None
+                if a is not None and b is not None and not math.isnan(a + b) and b != 0:
+                    row.append(f"{a / b:.2f}x")
+                else:
+                    row.append("")
         lines.append(row)
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     out = [f"## {broker}", ""]
@@ -407,7 +424,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--live-processes", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="py-spy each consumer's drains")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound on any one wait")
+    parser.add_argument(
+        "--before-src",
+        type=Path,
+        help="src/ of an earlier checkout, run as consumer `before` (e.g. from git archive)",
+    )
     a = parser.parse_args(argv)
+    if "before" in a.consumers.split(",") and a.before_src is None:
+        parser.error("consumer `before` needs --before-src")
     quick = a.quick
 
     def pick(value: Any, quick_value: Any, full_value: Any) -> Any:
@@ -433,6 +457,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         live_processes=a.live_processes,
         profile=a.profile,
         timeout=a.timeout,
+        before_src=a.before_src,
     )
 
 

@@ -1,11 +1,14 @@
 """The Celery app that integration-test workers run: a few named tasks and one route.
 
 Configured from the environment so a worker subprocess and the test share it: the broker from
-`CE_TEST_BROKER_URL`; task-sent events on unless `CE_TEST_SENT_EVENTS=0`. No result backend.
+`CE_TEST_BROKER_URL`; task-sent events on unless `CE_TEST_SENT_EVENTS=0`; `broker_use_ssl` and
+`broker_transport_options` as JSON from `CE_TEST_BROKER_USE_SSL` and
+`CE_TEST_BROKER_TRANSPORT_OPTIONS` (TLS and Sentinel brokers). No result backend.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -21,6 +24,10 @@ app.conf.update(
     # Tests that count unacked (prefetched) messages set this to make the count exact.
     worker_prefetch_multiplier=int(os.environ.get("CE_TEST_PREFETCH_MULTIPLIER", "4")),
 )
+if os.environ.get("CE_TEST_BROKER_USE_SSL"):
+    app.conf.broker_use_ssl = json.loads(os.environ["CE_TEST_BROKER_USE_SSL"])
+if os.environ.get("CE_TEST_BROKER_TRANSPORT_OPTIONS"):
+    app.conf.broker_transport_options = json.loads(os.environ["CE_TEST_BROKER_TRANSPORT_OPTIONS"])
 
 
 @app.task(name="workload.add")  # type: ignore[untyped-decorator]

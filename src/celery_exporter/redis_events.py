@@ -1,0 +1,169 @@
+"""The Celery event stream on Redis, read straight off the pub/sub socket.
+
+kombu's Redis transport turns every pub/sub message into a kombu Message and runs it through
+its poller, QoS and callback layers: half of the exporter's time per event went there (see
+bench/README.md). This reader subscribes to the same topics kombu's fanout exchange publishes
+to and decodes what arrives itself: the kombu envelope (JSON), the base64 body, the event JSON.
+
+Everything about *where* to connect comes from kombu's own Redis channel, so this path and
+the queue poller (broker.py) cannot disagree: the pub/sub client is the channel's `subclient`
+(host, port, database, password, TLS, Sentinel master, socket options, `global_keyprefix`),
+and the topic is the one the channel itself publishes fanout messages to (`fanout_prefix`
+with the database number, `fanout_patterns`). A message that is not plain JSON, or that is
+compressed, is decoded by kombu's own Message class, so `--accept-content` still applies.
+
+Connection errors propagate to the consumer's reconnect loop (consumer.py). One case is told
+apart: Redis dropping only this subscriber while the server stays up, which is what the pub/sub
+output buffer limit does to a subscriber that falls behind (SubscriptionDropped).
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kombu.connection import Connection
+
+from .json_decode import loads
+
+JSON = "application/json"
+# How many messages to read before looking at the clock: the caller's housekeeping (worker
+# expiry, health checks) must run under sustained load too, at a cost of nothing per message.
+CLOCK_EVERY = 256
+
+
+def _as_is(response: Any) -> Any:
+    return response
+
+
+class SubscriptionDropped(Exception):
+    """Redis closed the event subscription, yet the server answers: it dropped this client."""
+
+
+def topic_for(channel: Any, exchange: str) -> str:
+    """The pattern kombu's Redis channel subscribes a fanout queue bound with `#` to.
+
+    kombu publishes a fanout message to `<fanout prefix><exchange>/<routing key>` when
+    `fanout_patterns` is on (the default) and to `<fanout prefix><exchange>` otherwise; a
+    consumer bound with `#` subscribes the pattern with `*` in its place. The prefix already
+    holds the database number once the channel has a connection pool.
+    """
+    prefix = str(channel.keyprefix_fanout)
+    if channel.fanout_patterns:
+        return f"{prefix}{exchange}/*"
+    return f"{prefix}{exchange}"
+
+
+def uses_direct_reader(conn: Connection) -> bool:
+    """True when the events can be read by RedisEventReader (Redis or Sentinel transport).
+
+    Sentinel's `sentinel_fanout_compat` subscribes two topics and removes duplicates per
+    message; that rolling-upgrade mode stays on kombu's own path.
+    """
+    if getattr(conn.transport, "driver_type", None) != "redis":
+        return False
+    return not (conn.transport_options or {}).get("sentinel_fanout_compat")
+
+
+class RedisEventReader:
+    """Subscribes the event topic on kombu's channel and hands each decoded body over.
+
+    `on_body` gets an event dict or a list of them (a prefork worker's `task.multi`);
+    `on_error` gets the reason of a message that could not be decoded. Both are called from
+    the thread that calls `drain`.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        exchange: str,
+        on_body: Callable[[Any], None],
+        on_error: Callable[[str], None],
+        accept: set[str] | None = None,
+    ) -> None:
+        self._channel: Any = conn.default_channel  # connects (and PINGs) now
+        self._accept = accept  # content types kombu may decode (--accept-content)
+        self._exchange = exchange
+        self._on_body = on_body
+        self._on_error = on_error
+        self._pubsub: Any = None
+        self._connection: Any = None
+
+    def subscribe(self) -> None:
+        # kombu's subclient prefixes the pattern with global_keyprefix, as kombu's publisher
+        # prefixes the topic it publishes to.
+        self._pubsub = self._channel.subclient
+        # Over RESP3 (redis-py 8's default) every pub/sub message passes through a push
+        # handler; redis-py's default one builds a debug string of the whole message first,
+        # which cost as much as decoding the message (bench/README.md). Hand it back as is.
+        self._pubsub.push_handler_func = _as_is
+        self._pubsub.psubscribe(topic_for(self._channel, self._exchange))
+        self._connection = self._pubsub.connection
+
+    def drain(self, timeout: float) -> None:
+        """Read and hand over messages for about `timeout` seconds, or less if quiet."""
+        import redis  # here, not at the top: redis-py costs 8 MB of RSS on RabbitMQ too
+
+        connection = self._connection
+        read = connection.read_response
+        handle = self._handle
+        deadline = time.monotonic() + timeout
+        self._pubsub.check_health()  # a PING now and then, as kombu's poller sends
+        try:
+            while True:
+                for _ in range(CLOCK_EVERY):
+                    # The timeout only applies when the parser's buffer is empty: a quiet
+                    # socket ends this call, a busy one never waits on it.
+                    handle(read(timeout=timeout, disconnect_on_error=False, push_request=True))
+                if time.monotonic() >= deadline:
+                    return
+        except redis.TimeoutError:
+            return  # a quiet second: time for the caller's housekeeping
+        except redis.ConnectionError as exc:
+            if self._server_answers():
+                raise SubscriptionDropped(str(exc)) from exc
+            raise
+
+    def _handle(self, response: Any) -> None:
+        # [b"pmessage", pattern, channel, data], a list (RESP2) or a push reply (RESP3, which
+        # redis-py 8 speaks by default; push_request=True returns it instead of swallowing
+        # it). Subscribe confirmations and PING replies are the only other replies here.
+        if not isinstance(response, list) or response[0] != b"pmessage":
+            return
+        try:
+            body = self._decode(response[3])
+        except Exception:  # the guard around one message: count it and go on
+            self._on_error("undecodable")
+            return
+        self._on_body(body)
+
+    def _decode(self, data: bytes) -> Any:
+        envelope = loads(data)
+        properties = envelope["properties"]
+        encoding = properties.get("body_encoding")
+        if envelope.get("content-type") != JSON or "compression" in (envelope.get("headers") or {}):
+            return self._decode_with_kombu(envelope)
+        if encoding == "base64":
+            return loads(binascii.a2b_base64(envelope["body"]))
+        if encoding is None or encoding.lower() == "utf-8":
+            return loads(envelope["body"])
+        return self._decode_with_kombu(envelope)
+
+    def _decode_with_kombu(self, envelope: dict[str, Any]) -> Any:
+        """Other serializers, compression, body encodings: kombu's own Message decodes."""
+        message = self._channel.Message(envelope, channel=self._channel)
+        if self._accept is not None:
+            message.accept = self._accept
+        return message.decode()
+
+    def _server_answers(self) -> bool:
+        """After the subscription broke: does the server still take a command? Then it
+        closed this client on purpose (output buffer limit, CLIENT KILL), it did not die."""
+        import redis
+
+        try:
+            return bool(redis.Redis(connection_pool=self._channel.pool).ping())
+        except (redis.RedisError, OSError):
+            return False

@@ -1,0 +1,113 @@
+"""RabbitMQ over TLS in a vhost of its own, on a real node with real workers; and non-JSON
+events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.brokers import RabbitMQTlsServer
+from tests.certs import Pki, make_pki
+from tests.conftest import WorkerFactory
+from tests.exporter import ExporterProcess
+
+from .broker_checks import (
+    FAST,
+    PASSWORD,
+    app_for,
+    assert_secret_absent,
+    counts_and_queue_lengths,
+    flags,
+    worker_env,
+)
+from .conftest import ExporterFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_tls(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[RabbitMQTlsServer]:
+    server = RabbitMQTlsServer.start_tls(tmp_path_factory.mktemp("rabbitmq-tls"), pki)
+    try:
+        server.add_vhost_user("ce-vhost", "ce-user", PASSWORD)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["amqps", "amqp"])
+def test_rabbitmq_in_a_vhost_over_tls_and_plain(
+    rabbitmq_tls: RabbitMQTlsServer,
+    pki: Pki,
+    tls: bool,
+    worker_factory: WorkerFactory,
+    exporter_factory: ExporterFactory,
+) -> None:
+    if tls:
+        url = f"amqps://ce-user:{PASSWORD}@127.0.0.1:{rabbitmq_tls.tls_port}/ce-vhost"
+        ssl: dict[str, Any] | None = {"ca_certs": str(pki.ca_cert), "cert_reqs": 2}
+    else:
+        url = f"amqp://ce-user:{PASSWORD}@127.0.0.1:{rabbitmq_tls.port}/ce-vhost"
+        ssl = None
+    worker = worker_factory(url, env=worker_env(ssl=ssl))
+    ssl_flags = flags("--broker-ssl-option", dict(ssl, cert_reqs="CERT_REQUIRED")) if ssl else []
+    idle = f"idle-{uuid.uuid4().hex[:6]}"  # the vhost outlives this test
+    exporter = exporter_factory(url, *FAST, "--queues", idle, *ssl_flags)
+    counts_and_queue_lengths(url, exporter, worker.hostname, app_for(url, ssl=ssl), idle=idle)
+    assert_secret_absent(exporter, PASSWORD)
+
+
+def test_non_json_events_follow_accept_content(
+    broker_url: str, exporter_factory: ExporterFactory
+) -> None:
+    """Pickled events are decoded only where --accept-content lists pickle; compressed JSON
+    is decoded everywhere (both through kombu's own decoder, on Redis and RabbitMQ)."""
+    from kombu.messaging import Producer
+
+    pickle_ok = exporter_factory(broker_url, *FAST, "--accept-content", "json,pickle")
+    json_only = exporter_factory(broker_url, *FAST)
+    app = app_for(broker_url)
+    beat = {"type": "worker-heartbeat", "hostname": "probe@host", "freq": 2.0}
+
+    def count(exporter: ExporterProcess) -> float:
+        return exporter.value("celery_exporter_events_total", event="worker-heartbeat") or 0
+
+    with app.connection_for_write() as conn:
+        dispatcher = app.events.Dispatcher(conn, hostname="probe@host")
+        producer = Producer(conn.default_channel, exchange=dispatcher.exchange)
+
+        def publish(times: int, **options: Any) -> None:
+            for _ in range(times):
+                beat["timestamp"] = time.time()
+                producer.publish(
+                    beat, routing_key="worker.heartbeat", declare=[dispatcher.exchange], **options
+                )
+
+        deadline = time.monotonic() + 20
+        while not (count(pickle_ok) and count(json_only)):
+            assert time.monotonic() < deadline, json_only.log
+            publish(1, serializer="json")
+            time.sleep(0.2)
+        before = {exporter: count(exporter) for exporter in (pickle_ok, json_only)}
+        publish(3, serializer="pickle")
+        publish(2, serializer="json", compression="zlib")
+    pickle_ok.wait_value(
+        "celery_exporter_events_total",
+        {"event": "worker-heartbeat"},
+        lambda v: v == before[pickle_ok] + 5,
+    )
+    json_only.wait_value(
+        "celery_exporter_event_errors_total", {"reason": "undecodable"}, lambda v: v == 3
+    )
+    assert count(json_only) == before[json_only] + 2
+    assert pickle_ok.value("celery_exporter_event_errors_total", reason="undecodable") is None
