@@ -91,7 +91,12 @@ class Exporter:
         self.celery_app = build_celery_app(config)
         self.health = ExporterHealth()
         self.poller = QueuePoller(config, self.celery_app, clock=time.time)
-        self.tracker = Tracker(config, clock=time.time, worker_queues=self.poller.worker_queues)
+        self.tracker = Tracker(
+            config,
+            clock=time.time,
+            worker_queues=self.poller.worker_queues,
+            broker_evidence=self.poller.queue_evidence,
+        )
         factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
         self.collectors: list[SeriesCollector] = [
             TrackerCollector(

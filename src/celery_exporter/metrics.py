@@ -195,6 +195,16 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         QUEUE_LABELS,
     ),
     MetricSpec(
+        "queue_oldest_task_age_seconds",
+        "gauge",
+        "Seconds the oldest task routed to the queue that has not started has waited, since "
+        "task-sent or its ETA if later (a prefetched task still waits); 0 when none waits. "
+        "Source: task-sent events (task-received without them: a lower bound); on Redis also "
+        "the oldest message of each priority sub-list, timed by its task-sent event or else "
+        "from when the exporter first saw it there (a lower bound).",
+        QUEUE_LABELS,
+    ),
+    MetricSpec(
         "active_consumer_count",
         "gauge",
         "Consumers of the queue, from the broker (RabbitMQ) or the workers' active_queues.",

@@ -26,6 +26,7 @@ from .events import (
     timestamp_of,
 )
 from .metrics import UNKNOWN
+from .queue_age import BrokerEvidence, QueueAge, timestamp_or_none
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
 
@@ -60,6 +61,7 @@ class Snapshot:
     overflow: dict[str, int]
     last_event: float | None
     tracked_tasks: int
+    queue_ages: dict[str, float]
 
 
 class Tracker:
@@ -68,10 +70,13 @@ class Tracker:
         config: Config,
         clock: Callable[[], float],
         worker_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
+        broker_evidence: Callable[[], BrokerEvidence | None] = lambda: None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._worker_queues = worker_queues  # from the inspect poll; read-only here
+        self._broker_evidence = broker_evidence  # from the queue poll; read-only here
+        self.queue_age = QueueAge(config.max_tracked_tasks, config.queue_expiry)
         self._lock = threading.Lock()
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._counts: dict[str, dict[Labels, int]] = {
@@ -185,6 +190,8 @@ class Tracker:
         labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
         counts = self._counts["sent"]
         counts[labels] = counts.get(labels, 0) + 1
+        expires = timestamp_or_none(event.get("expires"))
+        self.queue_age.sent(uuid, labels[2], sent_at, eta, expires, now)
 
     def _worker_task(
         self, event: dict[str, Any], kind: str, now: float
@@ -219,15 +226,21 @@ class Tracker:
         return self._queue_by_name.get(name, self._config.default_queue_name)
 
     def _task_received(self, event: dict[str, Any], now: float) -> None:
-        _, record, _ = self._worker_task(event, "received", now)
+        uuid, record, _ = self._worker_task(event, "received", now)
         eta = eta_timestamp(event.get("eta"))
         if eta is not None:
             record.eta = eta
+        if record.started_at is None and record.queue is not None:  # prefetched: still waits
+            expires = timestamp_or_none(event.get("expires"))
+            self.queue_age.received(
+                uuid, record.queue, record.sent_at, record.eta, expires, event["hostname"], now
+            )
 
     def _task_started(self, event: dict[str, Any], now: float) -> None:
         started_at = timestamp_of(event, now)
-        _, record, labels = self._worker_task(event, "started", now)
+        uuid, record, labels = self._worker_task(event, "started", now)
         record.started_at = started_at
+        self.queue_age.ended(uuid)
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.
@@ -242,6 +255,7 @@ class Tracker:
         if value is not None:
             self._runtime.observe(labels, value)
         del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
+        self.queue_age.ended(uuid)
 
     def _task_failed(self, event: dict[str, Any], now: float) -> None:
         failed_at = timestamp_of(event, now)
@@ -256,23 +270,33 @@ class Tracker:
             if ran <= MAX_DURATION:
                 self._failed_runtime.observe(labels, ran)
         del self._tasks[uuid]
+        self.queue_age.ended(uuid)
 
     def _task_retried(self, event: dict[str, Any], now: float) -> None:
         self._worker_task(event, "retried", now)
 
     def _task_rejected(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, "rejected", now)
+        uuid, _, _ = self._worker_task(event, "rejected", now)
+        if event.get("requeue") is True:
+            self.queue_age.requeued(uuid, now)
+        else:
+            self.queue_age.ended(uuid)
 
     def _task_revoked(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, "revoked", now)
+        uuid, _, _ = self._worker_task(event, "revoked", now)
+        self.queue_age.ended(uuid)
 
     # ---- housekeeping and output -------------------------------------------------------
 
     def expire(self) -> None:
         """Forget purged workers and, where no live worker shares their host, their task
         series. Called from the event thread between messages."""
+        evidence = self._broker_evidence()  # outside the lock: the poller has its own
         with self._lock:
-            gone = self.workers.expire(self._clock())
+            now = self._clock()
+            down = {view.worker for view in self.workers.views(now) if not view.up}
+            self.queue_age.prune(now, down, evidence)
+            gone = self.workers.expire(now)
             if not gone:
                 return
             hosts = {r.hostname for r in gone} - self.workers.live_hostnames()
@@ -291,6 +315,7 @@ class Tracker:
 
     def snapshot(self) -> Snapshot:
         now = self._clock()
+        evidence = self._broker_evidence()
         with self._lock:
             overflow = {
                 "task_name": self._names.overflowed,
@@ -308,4 +333,5 @@ class Tracker:
                 overflow=overflow,
                 last_event=self._last_event,
                 tracked_tasks=len(self._tasks),
+                queue_ages=self.queue_age.ages(now, evidence),
             )

@@ -1,0 +1,264 @@
+"""How long the oldest waiting task of each queue has waited (queue_oldest_task_age_seconds).
+
+Pure code, no I/O, clock passed in. The tracker owns one QueueAge and calls it under its lock:
+the event hooks from the event thread, `prune()` from the event thread's housekeeping, and
+`ages()` from a scrape (read-only, so a scrape never writes cluster state).
+
+A task waits from task-sent (or its ETA, if later) until it starts. A worker that prefetched a
+task still makes it wait ("held"); task-started, -succeeded, -failed, -revoked or a rejection
+without requeue end the wait. Two sources, combined per queue by the oldest ready time:
+
+- events: every waiting task's ready time. Without task-sent events a task is known only from
+  task-received, timed from when the exporter saw that (a lower bound).
+- Redis: the oldest message of each priority sub-list (kombu LPUSHes and pops from the right,
+  so it is LINDEX -1). It confirms or corrects the events: a task still in the broker is never
+  older than those heads, so tasks the events call waiting but that are older and not a head
+  have left the broker (purged, or taken by a worker whose task-received was lost). A head with
+  no task-sent event is timed from when the exporter first saw it there (a lower bound).
+
+No phantom ages, from evidence the broker poll brings (`BrokerEvidence`, applied in `prune()`):
+- a queue holding N messages holds at most the N newest tasks not held by a worker, so older
+  ones whose task-sent arrived before the poll read are forgotten (N = 0: a purged queue);
+- on Redis, a held task whose message is no longer in kombu's unacked hash has started (its
+  task-started was lost) or was dropped: forgotten;
+- a worker that went away no longer holds its prefetched tasks: they count as back in the broker;
+- a task whose `expires` passed will never run: it does not count, and is forgotten.
+
+Memory: at most `max_tasks` waiting tasks (the in-flight table's cap); past it the oldest-seen
+is forgotten, so the age from events alone becomes a lower bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+
+from .events import BadEvent, eta_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHead:
+    """The oldest message of one Redis priority sub-list, from its headers (never its body)."""
+
+    key: str  # the task id, else kombu's delivery tag: what identifies it from poll to poll
+    task_id: str | None
+    eta: float | None
+    expires: float | None
+    first_seen: float = 0.0  # exporter clock; set by HeadWatch
+
+
+@dataclass(frozen=True)
+class BrokerEvidence:
+    """What the latest fresh broker poll says, for the queues it could read."""
+
+    read_at: float  # the poll started here: a task-sent seen before was in the broker by then
+    lengths: Mapping[str, int]
+    heads: Mapping[str, tuple[BrokerHead, ...]] | None = None  # Redis only
+    unacked_ids: frozenset[str] | None = None  # Redis only: task ids in kombu's unacked hash
+
+
+@dataclass(slots=True)
+class Waiting:
+    queue: str
+    ready_at: float  # max(sent, eta); producer's clock, or the exporter's for a lower bound
+    seen_at: float  # exporter clock: when it last learned the message was in the broker
+    holder: str | None = None  # the worker that prefetched it
+    held_since: float = 0.0
+    expires: float | None = None
+
+
+def timestamp_or_none(value: object) -> float | None:
+    """An ETA or expiry as Unix time; None if absent or unreadable (it must not cost the event)."""
+    try:
+        return eta_timestamp(value)
+    except BadEvent:
+        return None
+
+
+class HeadWatch:
+    """Remembers since when each Redis sub-list's oldest message has been there (poll thread)."""
+
+    def __init__(self) -> None:
+        self._first_seen: dict[tuple[str, str], float] = {}
+
+    def stamp(
+        self, heads: Mapping[str, tuple[BrokerHead, ...]], now: float
+    ) -> dict[str, tuple[BrokerHead, ...]]:
+        seen: dict[tuple[str, str], float] = {}
+        stamped: dict[str, tuple[BrokerHead, ...]] = {}
+        for queue, queue_heads in heads.items():
+            out = []
+            for head in queue_heads:
+                first = self._first_seen.get((queue, head.key), now)
+                seen[(queue, head.key)] = first
+                out.append(replace(head, first_seen=first))
+            stamped[queue] = tuple(out)
+        self._first_seen = seen  # only current heads: bounded by queues x priority steps
+        return stamped
+
+
+class QueueAge:
+    def __init__(self, max_tasks: int, queue_expiry: float) -> None:
+        self.max_tasks = max_tasks
+        self.queue_expiry = queue_expiry
+        self._tasks: dict[str, Waiting] = {}  # insertion order: oldest seen first
+        # queue -> uuid -> entry, in the order the exporter learned they entered the broker
+        self._by_queue: dict[str, dict[str, Waiting]] = {}
+        self._queue_seen: dict[str, float] = {}  # queue -> last time it had a waiting task
+        self._applied_read_at: float | None = None
+        self._released: set[str] = set()  # workers whose holds were already given back
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    # ---- event hooks (the hot path: a few dict operations each) --------------------------
+
+    def sent(
+        self,
+        uuid: str,
+        queue: str,
+        sent_at: float,
+        eta: float | None,
+        expires: float | None,
+        now: float,
+    ) -> None:
+        # A retry re-sends the same uuid: it waits again from this send.
+        self.ended(uuid)
+        ready = sent_at if eta is None or eta < sent_at else eta
+        self._add(uuid, Waiting(queue, ready, now, expires=expires))
+
+    def received(
+        self,
+        uuid: str,
+        queue: str,
+        sent_at: float | None,
+        eta: float | None,
+        expires: float | None,
+        worker: str,
+        now: float,
+    ) -> None:
+        entry = self._tasks.get(uuid)
+        if entry is None:
+            # No task-sent seen (producers without task_send_sent_event, or forgotten on the
+            # broker's evidence before this arrived): from the send if known, else from now.
+            start = now if sent_at is None else sent_at
+            entry = Waiting(queue, start, now, expires=expires)
+            self._add(uuid, entry)
+        if eta is not None and eta > entry.ready_at:
+            entry.ready_at = eta
+        entry.holder, entry.held_since = worker, now
+
+    def requeued(self, uuid: str, now: float) -> None:
+        """A rejection with requeue=True: the message is back in the broker."""
+        entry = self._tasks.get(uuid)
+        if entry is not None:
+            self._back_in_broker(uuid, entry, now)
+
+    def ended(self, uuid: str) -> None:
+        entry = self._tasks.pop(uuid, None)
+        if entry is not None:
+            del self._by_queue[entry.queue][uuid]
+
+    def _add(self, uuid: str, entry: Waiting) -> None:
+        self._tasks[uuid] = entry
+        queue = self._by_queue.get(entry.queue)
+        if queue is None:
+            queue = self._by_queue[entry.queue] = {}
+        queue[uuid] = entry
+        if len(self._tasks) > self.max_tasks:
+            self.ended(next(iter(self._tasks)))
+
+    def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
+        entry.holder, entry.seen_at = None, now
+        queue = self._by_queue[entry.queue]
+        del queue[uuid]
+        queue[uuid] = entry  # moves to the newest end: it re-entered the broker now
+
+    # ---- housekeeping (event thread, every few seconds) ----------------------------------
+
+    def prune(
+        self, now: float, gone_workers: Collection[str], evidence: BrokerEvidence | None
+    ) -> None:
+        """Forget what evidence says no longer waits. `gone_workers`: workers known to be down
+        or offline; their prefetched tasks went back to the broker (RabbitMQ requeues them at
+        once, Redis after its visibility timeout)."""
+        gone = set(gone_workers)
+        self._released &= gone  # a worker that came back may hold tasks again
+        newly_gone = gone - self._released
+        if newly_gone:
+            self._released |= newly_gone
+            for uuid, entry in list(self._tasks.items()):
+                if entry.holder in newly_gone:
+                    self._back_in_broker(uuid, entry, now)
+        for uuid in [
+            u for u, e in self._tasks.items() if e.expires is not None and e.expires <= now
+        ]:
+            self.ended(uuid)
+        if evidence is not None and evidence.read_at != self._applied_read_at:
+            self._applied_read_at = evidence.read_at
+            self._apply(evidence)
+        for queue, waiting in list(self._by_queue.items()):
+            if waiting:
+                self._queue_seen[queue] = now
+            elif now - self._queue_seen.setdefault(queue, now) > self.queue_expiry:
+                del self._by_queue[queue]
+                self._queue_seen.pop(queue, None)
+
+    def _apply(self, evidence: BrokerEvidence) -> None:
+        read_at = evidence.read_at
+        gone: list[str] = []
+        # A Redis head is in the broker whatever its age (priority sub-lists are not one FIFO).
+        at_head = {h.task_id for hs in (evidence.heads or {}).values() for h in hs}
+        for queue, length in evidence.lengths.items():
+            waiting = self._by_queue.get(queue)
+            if not waiting:
+                continue
+            in_broker = [
+                u
+                for u, e in waiting.items()
+                if e.holder is None and e.seen_at < read_at and u not in at_head
+            ]
+            # The broker hands out the oldest first, so N messages are the N newest tasks.
+            gone += in_broker[: max(0, len(in_broker) - length)]
+        if evidence.unacked_ids is not None:
+            unacked = evidence.unacked_ids
+            gone += [
+                uuid
+                for uuid, entry in self._tasks.items()
+                if entry.holder is not None and entry.held_since < read_at and uuid not in unacked
+            ]
+        for uuid in gone:
+            self.ended(uuid)
+
+    # ---- scrape (read-only) --------------------------------------------------------------
+
+    def ages(self, now: float, evidence: BrokerEvidence | None) -> dict[str, float]:
+        """Queue -> seconds its oldest ready, unstarted task has waited (0: none)."""
+        queues = dict.fromkeys(self._by_queue)
+        if evidence is not None:
+            queues.update(dict.fromkeys(evidence.lengths))
+        return {queue: max(0.0, now - self._oldest_ready(queue, now, evidence)) for queue in queues}
+
+    def _oldest_ready(self, queue: str, now: float, evidence: BrokerEvidence | None) -> float:
+        heads: tuple[BrokerHead, ...] | None = None
+        read_at = now
+        if evidence is not None and evidence.heads is not None and queue in evidence.lengths:
+            heads, read_at = evidence.heads.get(queue, ()), evidence.read_at
+        oldest = now  # a task whose ETA is still ahead is ready later than now: it never wins
+        for entry in self._by_queue.get(queue, {}).values():
+            if entry.ready_at >= oldest or (entry.expires is not None and entry.expires <= now):
+                continue
+            # On Redis the heads speak for every task that was in the broker when it was read.
+            if heads is not None and entry.holder is None and entry.seen_at < read_at:
+                continue
+            oldest = entry.ready_at
+        for head in heads or ():
+            if head.expires is not None and head.expires <= now:
+                continue
+            known = self._tasks.get(head.task_id) if head.task_id else None
+            if known is not None:
+                ready = known.ready_at
+            else:
+                ready = head.first_seen if head.eta is None else max(head.first_seen, head.eta)
+            oldest = min(oldest, ready)
+        return oldest
