@@ -22,7 +22,8 @@ No phantom ages, from evidence the broker poll brings (`BrokerEvidence`, applied
 - on Redis, a held task whose message is no longer in kombu's unacked hash has started (its
   task-started was lost) or was dropped: forgotten;
 - a worker that went away no longer holds its prefetched tasks: they count as back in the broker;
-- a task whose `expires` passed will never run: it does not count, and is forgotten.
+- a task whose `expires` passed will never run: it does not count (a worker that picks it up
+  revokes it, and the broker evidence above forgets it once it left the broker).
 
 Memory: at most `max_tasks` waiting tasks (the in-flight table's cap); past it the oldest-seen
 is forgotten, so the age from events alone becomes a lower bound.
@@ -190,10 +191,6 @@ class QueueAge:
             for uuid, entry in list(self._tasks.items()):
                 if entry.holder in newly_gone:
                     self._back_in_broker(uuid, entry, now)
-        for uuid in [
-            u for u, e in self._tasks.items() if e.expires is not None and e.expires <= now
-        ]:
-            self.ended(uuid)
         if evidence is not None and evidence.read_at != self._applied_read_at:
             self._applied_read_at = evidence.read_at
             self._apply(evidence)

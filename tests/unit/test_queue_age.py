@@ -168,15 +168,15 @@ def test_a_producer_clock_ahead_reads_zero_not_negative() -> None:
     assert c.age() == 0
 
 
-def test_an_expired_task_stops_counting_and_is_forgotten() -> None:
+def test_an_expired_task_stops_counting() -> None:
     c = Cluster()
-    c.feed(expiring(sent("a", "app.add", c.now), iso(c.now + 60)))
+    c.feed(expiring(sent("a", "app.add", c.now), iso(c.now + 60)), sent("b", "app.add", c.now + 5))
     c.clock.advance(30)
     assert c.age() == 30
     c.clock.advance(31)
-    assert c.age() == 0
-    c.tracker.expire()
-    assert len(c.tracker.queue_age) == 0
+    assert c.age() == 56  # b
+    c.feed(event("task-revoked", WORKER, c.now, uuid="a", terminated=False, expired=True))
+    assert len(c.tracker.queue_age) == 1
 
 
 def test_waiting_tasks_are_bounded_by_the_in_flight_cap() -> None:
