@@ -204,7 +204,9 @@ class RedisQueueProbe(QueueProbe):
             queue = self._queue_for(exchange, routing_key)
             if queue in unacked:
                 unacked[queue] += count
-        return QueueReading(lengths, unacked, heads=heads, unacked_ids=frozenset(unacked_ids))
+        # Without ack emulation kombu keeps no unacked hash: its emptiness would prove nothing.
+        ids = frozenset(unacked_ids) if getattr(channel, "ack_emulation", True) else None
+        return QueueReading(lengths, unacked, heads=heads, unacked_ids=ids)
 
     @staticmethod
     def _unacked_routes(values: Any, ids: set[str] | None = None) -> dict[tuple[str, str], int]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
+from celery_exporter.broker import RedisQueueProbe
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
 
@@ -113,3 +114,37 @@ def test_tasks_behind_a_worker_busy_on_a_long_task_wait_and_count(
     assert elapsed - SLACK <= age <= elapsed + SLACK
     # The long task ends, the short ones run, nothing waits any more.
     wait_age(exporter, queue, lambda v: v == 0, timeout=30)
+
+
+def test_redis_head_is_the_message_kombu_pops_next_in_every_priority_sub_list(
+    redis_url: str,
+) -> None:
+    app = Celery("heads", broker=redis_url, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": "tenant:"}
+    probe = RedisQueueProbe(app, timeout=2.0)
+    try:
+        for task_id in ("a", "b", "c"):
+            app.send_task("workload.add", (1, 2), queue="hq", task_id=task_id)
+        app.send_task("workload.add", (1, 2), queue="hq", task_id="low", priority=9)
+        app.send_task("workload.add", (1, 2), queue="hq", task_id="later", countdown=600)
+        reading = probe.read(["hq"])
+        assert reading.heads is not None
+        assert [h.task_id for h in reading.heads["hq"]] == ["a", "low"]
+        with app.connection_for_read() as conn:
+            popped = conn.SimpleQueue("hq").get(timeout=2)
+            assert popped.headers["id"] == "a"  # kombu took the message we called oldest
+            popped.ack()
+        reading = probe.read(["hq"])
+        assert reading.heads is not None
+        assert [h.task_id for h in reading.heads["hq"]] == ["b", "low"]
+        assert reading.lengths["hq"] == 4
+        sent_at = time.time()
+        app.send_task("workload.add", (1, 2), queue="eq", task_id="e", countdown=600, expires=900)
+        reading = probe.read(["eq"])
+        assert reading.heads is not None
+        (head,) = reading.heads["eq"]
+        assert head.eta is not None and abs(head.eta - (sent_at + 600)) < 5
+        assert head.expires is not None and abs(head.expires - (sent_at + 900)) < 5
+    finally:
+        probe.close()
+        app.close()

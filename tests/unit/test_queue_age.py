@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from celery import Celery
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.broker import RedisQueueProbe, parse_head
+from celery_exporter.broker import ProbeError, QueueProbe, QueueReading, RedisQueueProbe, parse_head
 from celery_exporter.collectors import TrackerCollector
 from celery_exporter.config import Config
 from celery_exporter.metrics import FamilyFactory
+from celery_exporter.poller import QueuePoller
 from celery_exporter.queue_age import BrokerEvidence, BrokerHead, HeadWatch, QueueAge
 from celery_exporter.tracker import Tracker
 from tests.unit.eventscript import (
@@ -396,3 +398,43 @@ def test_queue_age_hooks_alone() -> None:
     assert age.ages(112.0, None) == {"q": 0.0}
     age.prune(200.0, (), None)  # an empty queue is forgotten after queue_expiry
     assert age.ages(200.0, None) == {}
+
+
+class HeadProbe(QueueProbe):
+    """A Redis-like probe whose oldest message is scripted; raises while `down`."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[BrokerHead, ...]] = {}
+        self.down = False
+
+    def read(self, queues: Sequence[str]) -> QueueReading:
+        if self.down:
+            raise ProbeError("ConnectionError: refused")
+        lengths = {q: len(self.heads.get(q, ())) for q in queues}
+        heads = {q: self.heads.get(q, ()) for q in queues}
+        return QueueReading(lengths, heads=heads, unacked_ids=frozenset())
+
+    def close(self) -> None:
+        pass
+
+
+def test_poller_hands_over_fresh_evidence_with_first_sight_of_each_head() -> None:
+    clock = FakeClock(1000.0)
+    config = Config(broker_url="redis://", queues=("q",), queue_poll_interval=5, broker_timeout=3)
+    probe = HeadProbe()
+    poller = QueuePoller(config, Celery(set_as_current=False), clock, probe=probe, inspector=None)
+    assert poller.queue_evidence() is None  # nothing polled yet
+    probe.heads = {"q": (BrokerHead("m1", "m1", None, None),)}
+    poller.poll_queues()
+    clock.advance(5)
+    poller.poll_queues()
+    evidence = poller.queue_evidence()
+    assert evidence is not None and evidence.read_at == 1005.0
+    assert evidence.heads is not None and evidence.heads["q"][0].first_seen == 1000.0
+    assert evidence.lengths == {"q": 1} and evidence.unacked_ids == frozenset()
+    probe.down = True
+    clock.advance(5)
+    poller.poll_queues()
+    assert poller.queue_evidence() is evidence  # one failed poll: the last reading still holds
+    clock.advance(10)  # past two intervals and the timeout: stale
+    assert poller.queue_evidence() is None
