@@ -22,6 +22,8 @@ No phantom ages, from evidence the broker poll brings (`BrokerEvidence`, applied
 - on Redis, a held task whose message is no longer in kombu's unacked hash has started (its
   task-started was lost) or was dropped: forgotten;
 - a worker that went away no longer holds its prefetched tasks: they count as back in the broker;
+- a worker whose heartbeat says it runs nothing does not keep a task it prefetched well before
+  waiting (only a rate limit would): that task started and its task-started event was lost;
 - a task whose `expires` passed will never run: it does not count (a worker that picks it up
   revokes it, and the broker evidence above forgets it once it left the broker).
 
@@ -35,6 +37,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from .events import BadEvent, eta_timestamp
+
+# Task events are batched (flushed about once a second) and heartbeats come every 2 s: a task
+# held this long before an idle heartbeat has had every chance to be reported started.
+IDLE_GRACE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,19 +184,36 @@ class QueueAge:
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
 
     def prune(
-        self, now: float, gone_workers: Collection[str], evidence: BrokerEvidence | None
+        self,
+        now: float,
+        gone_workers: Collection[str],
+        evidence: BrokerEvidence | None,
+        idle_workers: Mapping[str, float] | None = None,
     ) -> None:
         """Forget what evidence says no longer waits. `gone_workers`: workers known to be down
         or offline; their prefetched tasks went back to the broker (RabbitMQ requeues them at
-        once, Redis after its visibility timeout)."""
+        once, Redis after its visibility timeout). `idle_workers`: worker -> when its last
+        heartbeat said it runs no task; what it held well before then is not waiting for a
+        pool slot any more, so it started (its task-started event was lost)."""
         gone = set(gone_workers)
         self._released &= gone  # a worker that came back may hold tasks again
         newly_gone = gone - self._released
-        if newly_gone:
-            self._released |= newly_gone
+        self._released |= newly_gone
+        idle = idle_workers or {}
+        if newly_gone or idle:
+            started = []
             for uuid, entry in list(self._tasks.items()):
-                if entry.holder in newly_gone:
+                holder = entry.holder
+                if holder is None:
+                    continue
+                if holder in newly_gone:
                     self._back_in_broker(uuid, entry, now)
+                elif holder in idle:
+                    settled = idle[holder] - IDLE_GRACE
+                    if entry.held_since < settled and entry.ready_at < settled:
+                        started.append(uuid)
+            for uuid in started:
+                self.ended(uuid)
         if evidence is not None and evidence.read_at != self._applied_read_at:
             self._applied_read_at = evidence.read_at
             self._apply(evidence)

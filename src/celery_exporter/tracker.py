@@ -294,8 +294,14 @@ class Tracker:
         evidence = self._broker_evidence()  # outside the lock: the poller has its own
         with self._lock:
             now = self._clock()
-            down = {view.worker for view in self.workers.views(now) if not view.up}
-            self.queue_age.prune(now, down, evidence)
+            views = self.workers.views(now)
+            down = {view.worker for view in views if not view.up}
+            idle = {
+                v.worker: v.last_heartbeat
+                for v in views
+                if v.up and v.active == 0 and v.last_heartbeat is not None
+            }
+            self.queue_age.prune(now, down, evidence, idle)
             gone = self.workers.expire(now)
             if not gone:
                 return

@@ -229,13 +229,30 @@ def test_a_queue_of_n_messages_holds_only_the_n_newest_unclaimed_tasks() -> None
     assert c.age() == 100 - 3 + 1
 
 
-def test_prefetched_tasks_survive_an_empty_queue_while_their_worker_lives() -> None:
+def test_prefetched_tasks_survive_an_empty_queue_while_their_busy_worker_lives() -> None:
     c = Cluster()
-    c.feed(heartbeat(WORKER, c.now), sent("a", "app.slow", c.now), received("a", "app.slow", c.now))
+    c.feed(sent("a", "app.slow", c.now), received("a", "app.slow", c.now))
+    c.feed(heartbeat(WORKER, c.now, active=1))
     c.clock.advance(30)
+    c.feed(heartbeat(WORKER, c.now, active=1))
     c.poll({"celery": 0})
-    c.feed(heartbeat(WORKER, c.now))
     assert c.age() == 31
+
+
+def test_a_task_an_idle_worker_prefetched_long_ago_has_started_unseen() -> None:
+    c = Cluster()
+    t0 = c.now
+    c.feed(sent("a", "app.add", t0), received("a", "app.add", t0))
+    c.feed(sent("e", "app.add", t0, eta=iso(t0 + 3600)), received("e", "app.add", t0))
+    c.clock.advance(5)
+    c.feed(heartbeat(WORKER, c.now, active=0))  # within the grace: events may still come
+    c.tracker.expire()
+    assert c.age() == 5
+    c.clock.advance(15)
+    c.feed(heartbeat(WORKER, c.now, active=0))  # a's task-started was lost
+    c.tracker.expire()
+    assert c.age() == 0
+    assert len(c.tracker.queue_age) == 1  # e waits for its ETA, not for a slot
 
 
 def test_a_worker_that_went_away_no_longer_holds_its_prefetched_tasks() -> None:
