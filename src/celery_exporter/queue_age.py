@@ -33,6 +33,7 @@ is forgotten, so the age from events alone becomes a lower bound.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
@@ -41,6 +42,8 @@ from .events import BadEvent, eta_timestamp
 # Task events are batched (flushed about once a second) and heartbeats come every 2 s: a task
 # held this long before an idle heartbeat has had every chance to be reported started.
 IDLE_GRACE = 10.0
+# Tasks remembered after their wait ended, to know a late task-sent from a retry (~1 MB).
+RECENTLY_LEFT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,8 @@ class QueueAge:
     def __init__(self, max_tasks: int, queue_expiry: float) -> None:
         self.max_tasks = max_tasks
         self.queue_expiry = queue_expiry
-        self._tasks: dict[str, Waiting] = {}  # insertion order: oldest seen first
+        self._tasks: OrderedDict[str, Waiting] = OrderedDict()  # oldest seen first
+        self._left: OrderedDict[str, float] = OrderedDict()  # uuid -> when it stopped waiting
         # queue -> uuid -> entry, in the order the exporter learned they entered the broker
         self._by_queue: dict[str, dict[str, Waiting]] = {}
         self._queue_seen: dict[str, float] = {}  # queue -> last time it had a waiting task
@@ -129,9 +133,17 @@ class QueueAge:
         expires: float | None,
         now: float,
     ) -> None:
-        # A retry re-sends the same uuid: it waits again from this send.
-        self.ended(uuid)
         ready = sent_at if eta is None or eta < sent_at else eta
+        entry = self._tasks.get(uuid)
+        if entry is not None:
+            # A producer's first task-sent goes out while its event connection opens, so it can
+            # arrive after task-received: the task is held, and this gives its true send time.
+            entry.ready_at = min(entry.ready_at, ready)
+            return
+        left = self._left.get(uuid)
+        if left is not None and sent_at <= left:
+            return  # ...or even after the task started: it waits no more
+        # A retry re-sends the same uuid after it started: it waits again from this send.
         self._add(uuid, Waiting(queue, ready, now, expires=expires))
 
     def received(
@@ -161,10 +173,15 @@ class QueueAge:
         if entry is not None:
             self._back_in_broker(uuid, entry, now)
 
-    def ended(self, uuid: str) -> None:
+    def ended(self, uuid: str, at: float | None = None) -> None:
+        """The wait is over (at `at`, the sender's time, if known)."""
         entry = self._tasks.pop(uuid, None)
         if entry is not None:
             del self._by_queue[entry.queue][uuid]
+            if at is not None:
+                self._left[uuid] = at
+                if len(self._left) > RECENTLY_LEFT:
+                    self._left.popitem(last=False)
 
     def _add(self, uuid: str, entry: Waiting) -> None:
         self._tasks[uuid] = entry
@@ -173,7 +190,8 @@ class QueueAge:
             queue = self._by_queue[entry.queue] = {}
         queue[uuid] = entry
         if len(self._tasks) > self.max_tasks:
-            self.ended(next(iter(self._tasks)))
+            oldest, dropped = self._tasks.popitem(last=False)
+            del self._by_queue[dropped.queue][oldest]
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now

@@ -240,7 +240,7 @@ class Tracker:
         started_at = timestamp_of(event, now)
         uuid, record, labels = self._worker_task(event, "started", now)
         record.started_at = started_at
-        self.queue_age.ended(uuid)
+        self.queue_age.ended(uuid, started_at)
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.

@@ -164,6 +164,22 @@ def test_a_retry_waits_again_from_its_countdown() -> None:
     assert c.age() == 10
 
 
+def test_a_late_first_task_sent_neither_unholds_nor_revives_a_task() -> None:
+    c = Cluster()
+    t0 = c.now
+    # A producer's first task-sent can arrive after the worker's events for the task.
+    c.feed(received("held", "app.add", t0 + 1), sent("held", "app.add", t0))
+    c.feed(received("done", "app.add", t0 + 1), started("done", t0 + 1))
+    c.feed(succeeded("done", t0 + 2), sent("done", "app.add", t0 - 20))
+    c.clock.advance(30)
+    assert c.age() == 30  # "held": prefetched, timed from its send; "done" does not wait
+    c.poll({"celery": 0})  # an empty broker does not unhold it either
+    assert c.age() == 31
+    c.feed(started("held", c.now))
+    assert c.age() == 0
+    assert len(c.tracker.queue_age) == 0
+
+
 def test_a_producer_clock_ahead_reads_zero_not_negative() -> None:
     c = Cluster()
     c.feed(sent("a", "app.add", c.now + 30))
