@@ -111,11 +111,12 @@ class QueueAge:
     def __init__(self, max_tasks: int, queue_expiry: float) -> None:
         self.max_tasks = max_tasks
         self.queue_expiry = queue_expiry
-        self._tasks: OrderedDict[str, Waiting] = OrderedDict()  # oldest seen first
+        # In the order the exporter learned they entered the broker: oldest first. One table
+        # for every queue, so an event costs a dict operation or two; per-queue passes are
+        # made in prune() and ages(), off the hot path.
+        self._tasks: OrderedDict[str, Waiting] = OrderedDict()
         self._left: OrderedDict[str, float] = OrderedDict()  # uuid -> when it stopped waiting
-        # queue -> uuid -> entry, in the order the exporter learned they entered the broker
-        self._by_queue: dict[str, dict[str, Waiting]] = {}
-        self._queue_seen: dict[str, float] = {}  # queue -> last time it had a waiting task
+        self._queue_seen: dict[str, float] = {}  # queue -> last time a task waited in it
         self._applied_read_at: float | None = None
         self._released: set[str] = set()  # workers whose holds were already given back
 
@@ -175,29 +176,22 @@ class QueueAge:
 
     def ended(self, uuid: str, at: float | None = None) -> None:
         """The wait is over (at `at`, the sender's time, if known)."""
-        entry = self._tasks.pop(uuid, None)
-        if entry is not None:
-            del self._by_queue[entry.queue][uuid]
-            if at is not None:
-                self._left[uuid] = at
-                if len(self._left) > RECENTLY_LEFT:
-                    self._left.popitem(last=False)
+        if self._tasks.pop(uuid, None) is not None and at is not None:
+            left = self._left
+            left[uuid] = at
+            if len(left) > RECENTLY_LEFT:
+                left.popitem(last=False)
 
     def _add(self, uuid: str, entry: Waiting) -> None:
-        self._tasks[uuid] = entry
-        queue = self._by_queue.get(entry.queue)
-        if queue is None:
-            queue = self._by_queue[entry.queue] = {}
-        queue[uuid] = entry
-        if len(self._tasks) > self.max_tasks:
-            oldest, dropped = self._tasks.popitem(last=False)
-            del self._by_queue[dropped.queue][oldest]
+        tasks = self._tasks
+        tasks[uuid] = entry
+        self._queue_seen[entry.queue] = entry.seen_at
+        if len(tasks) > self.max_tasks:
+            tasks.popitem(last=False)
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now
-        queue = self._by_queue[entry.queue]
-        del queue[uuid]
-        queue[uuid] = entry  # moves to the newest end: it re-entered the broker now
+        self._tasks.move_to_end(uuid)  # it re-entered the broker now
 
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
 
@@ -213,6 +207,11 @@ class QueueAge:
         once, Redis after its visibility timeout). `idle_workers`: worker -> when its last
         heartbeat said it runs no task; what it held well before then is not waiting for a
         pool slot any more, so it started (its task-started event was lost)."""
+        seen = self._queue_seen  # before forgetting: a queue just emptied reads 0 for a while
+        for entry in self._tasks.values():
+            seen[entry.queue] = now
+        for queue in [q for q, at in seen.items() if now - at > self.queue_expiry]:
+            del seen[queue]
         gone = set(gone_workers)
         self._released &= gone  # a worker that came back may hold tasks again
         newly_gone = gone - self._released
@@ -235,29 +234,21 @@ class QueueAge:
         if evidence is not None and evidence.read_at != self._applied_read_at:
             self._applied_read_at = evidence.read_at
             self._apply(evidence)
-        for queue, waiting in list(self._by_queue.items()):
-            if waiting:
-                self._queue_seen[queue] = now
-            elif now - self._queue_seen.setdefault(queue, now) > self.queue_expiry:
-                del self._by_queue[queue]
-                self._queue_seen.pop(queue, None)
 
     def _apply(self, evidence: BrokerEvidence) -> None:
         read_at = evidence.read_at
         gone: list[str] = []
         # A Redis head is in the broker whatever its age (priority sub-lists are not one FIFO).
         at_head = {h.task_id for hs in (evidence.heads or {}).values() for h in hs}
-        for queue, length in evidence.lengths.items():
-            waiting = self._by_queue.get(queue)
-            if not waiting:
-                continue
-            in_broker = [
-                u
-                for u, e in waiting.items()
-                if e.holder is None and e.seen_at < read_at and u not in at_head
-            ]
-            # The broker hands out the oldest first, so N messages are the N newest tasks.
-            gone += in_broker[: max(0, len(in_broker) - length)]
+        in_broker: dict[str, list[str]] = {}  # queue -> tasks no worker holds, oldest first
+        for uuid, entry in self._tasks.items():
+            if entry.holder is None and entry.seen_at < read_at and uuid not in at_head:
+                in_broker.setdefault(entry.queue, []).append(uuid)
+        for queue, uuids in in_broker.items():
+            length = evidence.lengths.get(queue)
+            if length is not None:
+                # The broker hands out the oldest first, so N messages are the N newest tasks.
+                gone += uuids[: max(0, len(uuids) - length)]
         if evidence.unacked_ids is not None:
             unacked = evidence.unacked_ids
             gone += [
@@ -272,25 +263,31 @@ class QueueAge:
 
     def ages(self, now: float, evidence: BrokerEvidence | None) -> dict[str, float]:
         """Queue -> seconds its oldest ready, unstarted task has waited (0: none)."""
-        queues = dict.fromkeys(self._by_queue)
+        # A task whose ETA is still ahead is ready later than now: it never wins.
+        oldest = dict.fromkeys(self._queue_seen, now)
+        heads: Mapping[str, tuple[BrokerHead, ...]] = {}
+        redis_read_at: dict[str, float] = {}  # queues whose Redis heads speak for the broker
         if evidence is not None:
-            queues.update(dict.fromkeys(evidence.lengths))
-        return {queue: max(0.0, now - self._oldest_ready(queue, now, evidence)) for queue in queues}
-
-    def _oldest_ready(self, queue: str, now: float, evidence: BrokerEvidence | None) -> float:
-        heads: tuple[BrokerHead, ...] | None = None
-        read_at = now
-        if evidence is not None and evidence.heads is not None and queue in evidence.lengths:
-            heads, read_at = evidence.heads.get(queue, ()), evidence.read_at
-        oldest = now  # a task whose ETA is still ahead is ready later than now: it never wins
-        for entry in self._by_queue.get(queue, {}).values():
-            if entry.ready_at >= oldest or (entry.expires is not None and entry.expires <= now):
+            oldest.update(dict.fromkeys(evidence.lengths, now))
+            if evidence.heads is not None:
+                heads = evidence.heads
+                redis_read_at = dict.fromkeys(evidence.lengths, evidence.read_at)
+        for entry in self._tasks.values():
+            ready, queue = entry.ready_at, entry.queue
+            if ready >= oldest.get(queue, now):
+                continue
+            if entry.expires is not None and entry.expires <= now:
                 continue
             # On Redis the heads speak for every task that was in the broker when it was read.
-            if heads is not None and entry.holder is None and entry.seen_at < read_at:
+            if entry.holder is None and entry.seen_at < redis_read_at.get(queue, 0.0):
                 continue
-            oldest = entry.ready_at
-        for head in heads or ():
+            oldest[queue] = ready
+        for queue in redis_read_at:
+            oldest[queue] = self._oldest_head(heads.get(queue, ()), oldest[queue], now)
+        return {queue: max(0.0, now - ready) for queue, ready in oldest.items()}
+
+    def _oldest_head(self, heads: tuple[BrokerHead, ...], oldest: float, now: float) -> float:
+        for head in heads:
             if head.expires is not None and head.expires <= now:
                 continue
             known = self._tasks.get(head.task_id) if head.task_id else None

@@ -190,7 +190,8 @@ class Tracker:
         labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
         counts = self._counts["sent"]
         counts[labels] = counts.get(labels, 0) + 1
-        expires = timestamp_or_none(event.get("expires"))
+        expires = event.get("expires")
+        expires = None if expires is None else timestamp_or_none(expires)
         self.queue_age.sent(uuid, labels[2], sent_at, eta, expires, now)
 
     def _worker_task(
@@ -231,7 +232,8 @@ class Tracker:
         if eta is not None:
             record.eta = eta
         if record.started_at is None and record.queue is not None:  # prefetched: still waits
-            expires = timestamp_or_none(event.get("expires"))
+            expires = event.get("expires")
+            expires = None if expires is None else timestamp_or_none(expires)
             self.queue_age.received(
                 uuid, record.queue, record.sent_at, record.eta, expires, event["hostname"], now
             )
