@@ -33,11 +33,14 @@ is forgotten, so the age from events alone becomes a lower bound.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from itertools import islice
+from typing import TypeVar
 
 from .events import BadEvent, eta_timestamp
+
+V = TypeVar("V")
 
 # Task events are batched (flushed about once a second) and heartbeats come every 2 s: a task
 # held this long before an idle heartbeat has had every chance to be reported started.
@@ -72,9 +75,10 @@ class Waiting:
     queue: str
     ready_at: float  # max(sent, eta); producer's clock, or the exporter's for a lower bound
     seen_at: float  # exporter clock: when it last learned the message was in the broker
+    expires: float | None
     holder: str | None = None  # the worker that prefetched it
     held_since: float = 0.0
-    expires: float | None = None
+    unsent: bool = False  # known from task-received alone: its task-sent may still come
 
 
 def timestamp_or_none(value: object) -> float | None:
@@ -114,8 +118,8 @@ class QueueAge:
         # In the order the exporter learned they entered the broker: oldest first. One table
         # for every queue, so an event costs a dict operation or two; per-queue passes are
         # made in prune() and ages(), off the hot path.
-        self._tasks: OrderedDict[str, Waiting] = OrderedDict()
-        self._left: OrderedDict[str, float] = OrderedDict()  # uuid -> when it stopped waiting
+        self._tasks: dict[str, Waiting] = {}
+        self._left: dict[str, float] = {}  # uuid -> when it stopped waiting
         self._queue_seen: dict[str, float] = {}  # queue -> last time a task waited in it
         self._applied_read_at: float | None = None
         self._released: set[str] = set()  # workers whose holds were already given back
@@ -139,13 +143,13 @@ class QueueAge:
         if entry is not None:
             # A producer's first task-sent goes out while its event connection opens, so it can
             # arrive after task-received: the task is held, and this gives its true send time.
-            entry.ready_at = min(entry.ready_at, ready)
+            entry.ready_at, entry.unsent = min(entry.ready_at, ready), False
             return
         left = self._left.get(uuid)
         if left is not None and sent_at <= left:
             return  # ...or even after the task started: it waits no more
         # A retry re-sends the same uuid after it started: it waits again from this send.
-        self._add(uuid, Waiting(queue, ready, now, expires=expires))
+        self._add(uuid, Waiting(queue, ready, now, expires))
 
     def received(
         self,
@@ -161,8 +165,9 @@ class QueueAge:
         if entry is None:
             # No task-sent seen (producers without task_send_sent_event, or forgotten on the
             # broker's evidence before this arrived): from the send if known, else from now.
-            start = now if sent_at is None else sent_at
-            entry = Waiting(queue, start, now, expires=expires)
+            entry = Waiting(queue, now, now, expires, unsent=True)
+            if sent_at is not None:
+                entry.ready_at, entry.unsent = sent_at, False
             self._add(uuid, entry)
         if eta is not None and eta > entry.ready_at:
             entry.ready_at = eta
@@ -176,22 +181,23 @@ class QueueAge:
 
     def ended(self, uuid: str, at: float | None = None) -> None:
         """The wait is over (at `at`, the sender's time, if known)."""
-        if self._tasks.pop(uuid, None) is not None and at is not None:
-            left = self._left
-            left[uuid] = at
-            if len(left) > RECENTLY_LEFT:
-                left.popitem(last=False)
+        entry = self._tasks.pop(uuid, None)
+        if entry is not None and entry.unsent and at is not None:
+            # Its task-sent may yet arrive: remember when it stopped waiting, to ignore that.
+            self._left[uuid] = at
+            if len(self._left) > RECENTLY_LEFT:
+                self._left = _newest(self._left, RECENTLY_LEFT)
 
     def _add(self, uuid: str, entry: Waiting) -> None:
-        tasks = self._tasks
-        tasks[uuid] = entry
+        self._tasks[uuid] = entry
         self._queue_seen[entry.queue] = entry.seen_at
-        if len(tasks) > self.max_tasks:
-            tasks.popitem(last=False)
+        if len(self._tasks) > self.max_tasks:
+            self._tasks = _newest(self._tasks, self.max_tasks)
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now
-        self._tasks.move_to_end(uuid)  # it re-entered the broker now
+        del self._tasks[uuid]
+        self._tasks[uuid] = entry  # to the newest end: it re-entered the broker now
 
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
 
@@ -297,3 +303,11 @@ class QueueAge:
                 ready = head.first_seen if head.eta is None else max(head.first_seen, head.eta)
             oldest = min(oldest, ready)
         return oldest
+
+
+def _newest(table: dict[str, V], limit: int) -> dict[str, V]:
+    """The newest 90% of `limit` entries of an insertion-ordered table. Trimming a tenth at a
+    time keeps the cost per insertion constant; a plain dict is cheaper per event than an
+    OrderedDict, but cannot drop its oldest entry one at a time."""
+    keep = limit - limit // 10
+    return dict(islice(table.items(), len(table) - keep, None))

@@ -471,3 +471,11 @@ def test_poller_hands_over_fresh_evidence_with_first_sight_of_each_head() -> Non
     assert poller.queue_evidence() is evidence  # one failed poll: the last reading still holds
     clock.advance(10)  # past two intervals and the timeout: stale
     assert poller.queue_evidence() is None
+
+
+def test_past_the_cap_the_oldest_tenth_is_forgotten_at_once() -> None:
+    age = QueueAge(max_tasks=100, queue_expiry=60)
+    for i in range(101):
+        age.sent(f"t{i}", "q", 1000.0 + i, None, None, 1000.0 + i)
+    assert len(age) == 90
+    assert age.ages(1200.0, None) == {"q": 1200.0 - 1011.0}
