@@ -29,7 +29,7 @@ from celery import Celery
 from kombu.transport import virtual
 
 from .config import Config
-from .queue_age import BrokerHead, timestamp_or_none
+from .queue_evidence import BrokerHead, message_headers, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class RedisQueueProbe(QueueProbe):
             route = (str(exchange or ""), str(routing_key or ""))
             routes[route] = routes.get(route, 0) + 1
             if ids is not None:
-                task_id = _headers(message).get("id")
+                task_id = message_headers(message).get("id")
                 if isinstance(task_id, str):
                     ids.add(task_id)
         return routes
@@ -288,30 +288,6 @@ class RedisQueueProbe(QueueProbe):
             if not is_internal_queue(queue)
         }
         return tuple(sorted(found))
-
-
-def _headers(message: Any) -> dict[str, Any]:
-    headers = message.get("headers") if isinstance(message, dict) else None
-    return headers if isinstance(headers, dict) else {}
-
-
-def parse_head(raw: Any) -> BrokerHead | None:
-    """A kombu Redis message (JSON) -> its identity, ETA and expiry, from the headers only."""
-    if raw is None or isinstance(raw, Exception):
-        return None
-    try:
-        message = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    headers = _headers(message)
-    task_id = headers.get("id") if isinstance(headers.get("id"), str) else None
-    properties = message.get("properties") if isinstance(message, dict) else None
-    tag = properties.get("delivery_tag") if isinstance(properties, dict) else None
-    key = task_id or (str(tag) if tag is not None else None)
-    if key is None:
-        return None
-    eta, expires = timestamp_or_none(headers.get("eta")), timestamp_or_none(headers.get("expires"))
-    return BrokerHead(key, task_id, eta, expires)
 
 
 class AmqpQueueProbe(QueueProbe):

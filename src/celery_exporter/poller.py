@@ -28,7 +28,7 @@ from celery import Celery
 from .broker import ProbeError, QueueProbe, QueueReading, make_probe
 from .config import Config
 from .inspector import CeleryInspector, Inspector, WorkerStats
-from .queue_age import BrokerEvidence, HeadWatch
+from .queue_evidence import BrokerEvidence, HeadWatch
 
 log = logging.getLogger(__name__)
 

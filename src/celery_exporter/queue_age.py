@@ -34,11 +34,11 @@ is forgotten, so the age from events alone becomes a lower bound.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
-from .events import BadEvent, eta_timestamp
+from .queue_evidence import BrokerEvidence, BrokerHead
 
 V = TypeVar("V")
 
@@ -47,27 +47,6 @@ V = TypeVar("V")
 IDLE_GRACE = 10.0
 # Tasks remembered after their wait ended, to know a late task-sent from a retry (~1 MB).
 RECENTLY_LEFT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerHead:
-    """The oldest message of one Redis priority sub-list, from its headers (never its body)."""
-
-    key: str  # the task id, else kombu's delivery tag: what identifies it from poll to poll
-    task_id: str | None
-    eta: float | None
-    expires: float | None
-    first_seen: float = 0.0  # exporter clock; set by HeadWatch
-
-
-@dataclass(frozen=True)
-class BrokerEvidence:
-    """What the latest fresh broker poll says, for the queues it could read."""
-
-    read_at: float  # the poll started here: a task-sent seen before was in the broker by then
-    lengths: Mapping[str, int]
-    heads: Mapping[str, tuple[BrokerHead, ...]] | None = None  # Redis only
-    unacked_ids: frozenset[str] | None = None  # Redis only: task ids in kombu's unacked hash
 
 
 @dataclass(slots=True)
@@ -79,36 +58,6 @@ class Waiting:
     holder: str | None = None  # the worker that prefetched it
     held_since: float = 0.0
     unsent: bool = False  # known from task-received alone: its task-sent may still come
-
-
-def timestamp_or_none(value: object) -> float | None:
-    """An ETA or expiry as Unix time; None if absent or unreadable (it must not cost the event)."""
-    try:
-        return eta_timestamp(value)
-    except BadEvent:
-        return None
-
-
-class HeadWatch:
-    """Remembers since when each Redis sub-list's oldest message has been there (poll thread)."""
-
-    def __init__(self) -> None:
-        self._first_seen: dict[tuple[str, str], float] = {}
-
-    def stamp(
-        self, heads: Mapping[str, tuple[BrokerHead, ...]], now: float
-    ) -> dict[str, tuple[BrokerHead, ...]]:
-        seen: dict[tuple[str, str], float] = {}
-        stamped: dict[str, tuple[BrokerHead, ...]] = {}
-        for queue, queue_heads in heads.items():
-            out = []
-            for head in queue_heads:
-                first = self._first_seen.get((queue, head.key), now)
-                seen[(queue, head.key)] = first
-                out.append(replace(head, first_seen=first))
-            stamped[queue] = tuple(out)
-        self._first_seen = seen  # only current heads: bounded by queues x priority steps
-        return stamped
 
 
 class QueueAge:

@@ -26,7 +26,8 @@ from .events import (
     timestamp_of,
 )
 from .metrics import UNKNOWN
-from .queue_age import BrokerEvidence, QueueAge, timestamp_or_none
+from .queue_age import QueueAge
+from .queue_evidence import BrokerEvidence, timestamp_or_none
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
 

@@ -11,12 +11,13 @@ from typing import Any
 from celery import Celery
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.broker import ProbeError, QueueProbe, QueueReading, RedisQueueProbe, parse_head
+from celery_exporter.broker import ProbeError, QueueProbe, QueueReading, RedisQueueProbe
 from celery_exporter.collectors import TrackerCollector
 from celery_exporter.config import Config
 from celery_exporter.metrics import FamilyFactory
 from celery_exporter.poller import QueuePoller
-from celery_exporter.queue_age import BrokerEvidence, BrokerHead, HeadWatch, QueueAge
+from celery_exporter.queue_age import QueueAge
+from celery_exporter.queue_evidence import BrokerEvidence, BrokerHead, HeadWatch, parse_head
 from celery_exporter.tracker import Tracker
 from tests.unit.eventscript import (
     WORKER,
