@@ -197,11 +197,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "queue_oldest_task_age_seconds",
         "gauge",
-        "Seconds the oldest task routed to the queue that has not started has waited, since "
-        "task-sent or its ETA if later (a prefetched task still waits); 0 when none waits. "
-        "Source: task-sent events (task-received without them: a lower bound); on Redis also "
-        "the oldest message of each priority sub-list, timed by its task-sent event or else "
-        "from when the exporter first saw it there (a lower bound).",
+        "Seconds the oldest unstarted task has waited since task-sent or ETA. Source: "
+        "task-sent events; Redis also list heads (lower bound).",
         QUEUE_LABELS,
     ),
     MetricSpec(
