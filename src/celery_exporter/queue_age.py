@@ -21,7 +21,8 @@ No phantom ages, from evidence the broker poll brings (`BrokerEvidence`, applied
   ones whose task-sent arrived before the poll read are forgotten (N = 0: a purged queue);
 - on Redis, a held task whose message is no longer in kombu's unacked hash has started (its
   task-started was lost) or was dropped: forgotten;
-- a worker that went away no longer holds its prefetched tasks: they count as back in the broker;
+- a worker that went away no longer holds its prefetched tasks: they count as back in the broker
+  (on Redis, where they sit in the unacked hash until the visibility timeout, as long as they do);
 - a worker whose heartbeat says it runs nothing does not keep a task it prefetched well before
   waiting (only a rate limit would): that task started and its task-started event was lost;
 - a task whose `expires` passed will never run: it does not count (a worker that picks it up
@@ -195,9 +196,17 @@ class QueueAge:
         gone: list[str] = []
         # A Redis head is in the broker whatever its age (priority sub-lists are not one FIFO).
         at_head = {h.task_id for hs in (evidence.heads or {}).values() for h in hs}
+        # Taken by a worker (its task-received lost, or the worker died): not in the list, but
+        # Redis gives it back after the visibility timeout.
+        taken = evidence.unacked_ids or frozenset()
         in_broker: dict[str, list[str]] = {}  # queue -> tasks no worker holds, oldest first
         for uuid, entry in self._tasks.items():
-            if entry.holder is None and entry.seen_at < read_at and uuid not in at_head:
+            if (
+                entry.holder is None
+                and entry.seen_at < read_at
+                and uuid not in at_head
+                and uuid not in taken
+            ):
                 in_broker.setdefault(entry.queue, []).append(uuid)
         for queue, uuids in in_broker.items():
             length = evidence.lengths.get(queue)
@@ -222,19 +231,23 @@ class QueueAge:
         oldest = dict.fromkeys(self._queue_seen, now)
         heads: Mapping[str, tuple[BrokerHead, ...]] = {}
         redis_read_at: dict[str, float] = {}  # queues whose Redis heads speak for the broker
+        taken: frozenset[str] = frozenset()
         if evidence is not None:
             oldest.update(dict.fromkeys(evidence.lengths, now))
             if evidence.heads is not None:
                 heads = evidence.heads
                 redis_read_at = dict.fromkeys(evidence.lengths, evidence.read_at)
-        for entry in self._tasks.values():
+                taken = evidence.unacked_ids or frozenset()
+        for uuid, entry in self._tasks.items():
             ready, queue = entry.ready_at, entry.queue
             if ready >= oldest.get(queue, now):
                 continue
             if entry.expires is not None and entry.expires <= now:
                 continue
-            # On Redis the heads speak for every task that was in the broker when it was read.
-            if entry.holder is None and entry.seen_at < redis_read_at.get(queue, 0.0):
+            # On Redis the heads speak for every task that was in the list when it was read;
+            # one in the unacked hash that no live worker holds comes back when it times out.
+            in_list_at_read = entry.seen_at < redis_read_at.get(queue, 0.0)
+            if entry.holder is None and in_list_at_read and uuid not in taken:
                 continue
             oldest[queue] = ready
         for queue in redis_read_at:

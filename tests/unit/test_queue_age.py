@@ -480,3 +480,14 @@ def test_past_the_cap_the_oldest_tenth_is_forgotten_at_once() -> None:
         age.sent(f"t{i}", "q", 1000.0 + i, None, None, 1000.0 + i)
     assert len(age) == 90
     assert age.ages(1200.0, None) == {"q": 1200.0 - 1011.0}
+
+
+def test_redis_a_dead_workers_unacked_task_waits_until_it_runs_elsewhere() -> None:
+    c = Cluster(worker_timeout=60)
+    c.feed(heartbeat(WORKER, c.now), sent("a", "app.slow", c.now), received("a", "app.slow", c.now))
+    c.clock.advance(61)  # SIGKILLed: kombu's unacked hash keeps the message for an hour
+    c.poll({"celery": 0}, {"celery": ()}, frozenset({"a"}))
+    assert c.age() == 62  # not held by a live worker, not in the list, but it will run
+    c.clock.advance(10)
+    c.poll({"celery": 0}, {"celery": ()}, frozenset())  # restored and started elsewhere
+    assert c.age() == 0
