@@ -16,6 +16,7 @@ from celery import Celery
 from celery_exporter.broker import RedisQueueProbe
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
+from tests.servers import RabbitMQServer
 
 from .conftest import ExporterFactory, producer, send
 
@@ -148,3 +149,36 @@ def test_redis_head_is_the_message_kombu_pops_next_in_every_priority_sub_list(
     finally:
         probe.close()
         app.close()
+
+
+def test_rabbitmq_a_killed_worker_no_longer_holds_its_prefetched_task(
+    rabbitmq_server: RabbitMQServer,
+    exporter_factory: ExporterFactory,
+    worker_factory: WorkerFactory,
+    unique_name: str,
+) -> None:
+    url = rabbitmq_server.url
+    queue = f"killed-{unique_name}"
+    exporter = exporter_factory(
+        url, "-Q", queue, "--queue-poll-interval", "1", "--inspect-interval", "0",
+        "--worker-timeout", "3",
+    )  # fmt: skip
+    exporter.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1)
+    worker = worker_factory(
+        url, queues=(queue,), env={"CE_TEST_PREFETCH_MULTIPLIER": "1"}, concurrency=1
+    )
+    labels = {"hostname": worker.hostname.split("@")[1], "queue_name": queue}
+    app = producer(url)
+    send(app, "workload.sleep", queue, args=(60,))
+    exporter.wait_value(
+        "celery_task_started_total", {**labels, "name": "workload.sleep"}, lambda v: v == 1
+    )
+    send(app, "workload.add", queue, args=(1, 2))
+    exporter.wait_value(
+        "celery_task_received_total", {**labels, "name": "workload.add"}, lambda v: v == 1
+    )
+    worker.kill()  # RabbitMQ requeues the prefetched add; the running sleep was acked
+    wait_age(exporter, queue, lambda v: v is not None and v >= 5.0)  # it still waits
+    purge(app, queue)
+    # Held by a worker that is gone, and not in the queue: nothing waits.
+    wait_age(exporter, queue, lambda v: v == 0)
