@@ -174,17 +174,19 @@ class QueueAge:
         self._released |= newly_gone
         idle = idle_workers or {}
         if newly_gone or idle:
-            started = []
-            for uuid, entry in list(self._tasks.items()):
+            released, started = [], []
+            for uuid, entry in self._tasks.items():
                 holder = entry.holder
                 if holder is None:
                     continue
                 if holder in newly_gone:
-                    self._back_in_broker(uuid, entry, now)
+                    released.append((uuid, entry))
                 elif holder in idle:
                     settled = idle[holder] - IDLE_GRACE
                     if entry.held_since < settled and entry.ready_at < settled:
                         started.append(uuid)
+            for uuid, entry in released:
+                self._back_in_broker(uuid, entry, now)
             for uuid in started:
                 self.ended(uuid)
         if evidence is not None and evidence.read_at != self._applied_read_at:
