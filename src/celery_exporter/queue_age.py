@@ -34,12 +34,13 @@ is forgotten, so the age from events alone becomes a lower bound.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
 from .queue_evidence import BrokerEvidence, BrokerHead
+from .workers import WorkerView
 
 V = TypeVar("V")
 
@@ -152,27 +153,27 @@ class QueueAge:
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
 
     def prune(
-        self,
-        now: float,
-        gone_workers: Collection[str],
-        evidence: BrokerEvidence | None,
-        idle_workers: Mapping[str, float] | None = None,
+        self, now: float, workers: Sequence[WorkerView], evidence: BrokerEvidence | None
     ) -> None:
-        """Forget what evidence says no longer waits. `gone_workers`: workers known to be down
-        or offline; their prefetched tasks went back to the broker (RabbitMQ requeues them at
-        once, Redis after its visibility timeout). `idle_workers`: worker -> when its last
-        heartbeat said it runs no task; what it held well before then is not waiting for a
-        pool slot any more, so it started (its task-started event was lost)."""
+        """Forget what evidence says no longer waits. A worker that is down or went offline
+        no longer holds its prefetched tasks: they went back to the broker (RabbitMQ requeues
+        them at once, Redis after its visibility timeout). A worker whose last heartbeat says
+        it runs no task is not keeping what it prefetched well before then waiting for a pool
+        slot: that task started and its task-started event was lost."""
         seen = self._queue_seen  # before forgetting: a queue just emptied reads 0 for a while
         for entry in self._tasks.values():
             seen[entry.queue] = now
         for queue in [q for q, at in seen.items() if now - at > self.queue_expiry]:
             del seen[queue]
-        gone = set(gone_workers)
+        gone = {w.worker for w in workers if not w.up}
+        idle = {
+            w.worker: w.last_heartbeat
+            for w in workers
+            if w.up and w.active == 0 and w.last_heartbeat is not None
+        }
         self._released &= gone  # a worker that came back may hold tasks again
         newly_gone = gone - self._released
         self._released |= newly_gone
-        idle = idle_workers or {}
         if newly_gone or idle:
             released, started = [], []
             for uuid, entry in self._tasks.items():

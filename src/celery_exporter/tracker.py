@@ -297,14 +297,7 @@ class Tracker:
         evidence = self._broker_evidence()  # outside the lock: the poller has its own
         with self._lock:
             now = self._clock()
-            views = self.workers.views(now)
-            down = {view.worker for view in views if not view.up}
-            idle = {
-                v.worker: v.last_heartbeat
-                for v in views
-                if v.up and v.active == 0 and v.last_heartbeat is not None
-            }
-            self.queue_age.prune(now, down, evidence, idle)
+            self.queue_age.prune(now, self.workers.views(now), evidence)
             gone = self.workers.expire(now)
             if not gone:
                 return

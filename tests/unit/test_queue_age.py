@@ -19,6 +19,7 @@ from celery_exporter.poller import QueuePoller
 from celery_exporter.queue_age import QueueAge
 from celery_exporter.queue_evidence import BrokerEvidence, BrokerHead, HeadWatch, parse_head
 from celery_exporter.tracker import Tracker
+from celery_exporter.workers import WorkerView
 from tests.unit.eventscript import (
     WORKER,
     FakeClock,
@@ -428,9 +429,10 @@ def test_queue_age_hooks_alone() -> None:
     age = QueueAge(max_tasks=10, queue_expiry=60)
     age.sent("a", "q", 100.0, None, None, 100.0)
     age.received("a", "q", 100.0, None, None, "w@h", 101.0)
-    age.prune(110.0, {"w@h"}, BrokerEvidence(111.0, {"q": 0}))
+    down = WorkerView("w@h", "h", False, 100.0, 0, 0, None, True)
+    age.prune(110.0, [down], BrokerEvidence(111.0, {"q": 0}))
     assert age.ages(112.0, None) == {"q": 0.0}
-    age.prune(200.0, (), None)  # an empty queue is forgotten after queue_expiry
+    age.prune(200.0, [], None)  # an empty queue is forgotten after queue_expiry
     assert age.ages(200.0, None) == {}
 
 
