@@ -93,8 +93,10 @@ class QueueAge:
         entry = self._tasks.get(uuid)
         if entry is not None:
             # A producer's first task-sent goes out while its event connection opens, so it can
-            # arrive after task-received: the task is held, and this gives its true send time.
+            # arrive after task-received: the task is held, and this gives its true send time
+            # and queue (task-received has none; the tracker may have guessed it).
             entry.ready_at, entry.unsent = min(entry.ready_at, ready), False
+            entry.queue = queue
             return
         left = self._left.get(uuid)
         if left is not None and sent_at <= left:

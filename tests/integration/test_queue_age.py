@@ -16,7 +16,7 @@ from celery import Celery
 from celery_exporter.broker import RedisQueueProbe
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
-from tests.servers import RabbitMQServer
+from tests.servers import RabbitMQServer, wait_for
 
 from .conftest import ExporterFactory, producer, send
 
@@ -46,6 +46,22 @@ def wait_age(
     value = exporter.wait_value(AGE, {"queue_name": queue}, predicate, timeout)
     assert value is not None
     return value
+
+
+def wait_events(exporter: ExporterProcess, kind: str, task: str, count: int = 1) -> None:
+    """Until `count` task-`kind` events of `task` were counted, whatever their queue_name: a
+    producer's first task-sent can arrive after the worker's events, which then carry the
+    queue the exporter could resolve without it (see README)."""
+
+    def counted() -> bool:
+        samples = exporter.scrape()
+        name = f"celery_task_{kind}_total"
+        total = sum(
+            v for (n, labels), v in samples.items() if n == name and ("name", task) in labels
+        )
+        return total >= count
+
+    wait_for(counted, 30.0, f"{count} task-{kind} of {task}\n{exporter.log[-2000:]}")
 
 
 def purge(app: Celery, queue: str) -> None:
@@ -99,15 +115,12 @@ def test_tasks_behind_a_worker_busy_on_a_long_task_wait_and_count(
 ) -> None:
     queue = f"busy-{unique_name}"
     exporter = start_exporter(exporter_factory, broker_url, queue)
-    worker = worker_factory(
+    worker_factory(
         broker_url, queues=(queue,), env={"CE_TEST_PREFETCH_MULTIPLIER": "1"}, concurrency=1
     )
     app = producer(broker_url)
     send(app, "workload.sleep", queue, args=(8,))
-    started = {"name": "workload.sleep", "hostname": worker.hostname.split("@")[1]}
-    exporter.wait_value(
-        "celery_task_started_total", {**started, "queue_name": queue}, lambda v: v == 1
-    )
+    wait_events(exporter, "started", "workload.sleep")
     sent_at = time.time()
     send(app, "workload.add", queue, times=3, args=(1, 2))  # one prefetched, two in the broker
     age = wait_age(exporter, queue, lambda v: v is not None and v >= 3.0)
@@ -167,18 +180,16 @@ def test_rabbitmq_a_killed_worker_no_longer_holds_its_prefetched_task(
     worker = worker_factory(
         url, queues=(queue,), env={"CE_TEST_PREFETCH_MULTIPLIER": "1"}, concurrency=1
     )
-    labels = {"hostname": worker.hostname.split("@")[1], "queue_name": queue}
     app = producer(url)
     send(app, "workload.sleep", queue, args=(60,))
-    exporter.wait_value(
-        "celery_task_started_total", {**labels, "name": "workload.sleep"}, lambda v: v == 1
-    )
+    wait_events(exporter, "started", "workload.sleep")
     send(app, "workload.add", queue, args=(1, 2))
-    exporter.wait_value(
-        "celery_task_received_total", {**labels, "name": "workload.add"}, lambda v: v == 1
-    )
+    wait_events(exporter, "received", "workload.add")
     worker.kill()  # RabbitMQ requeues the prefetched add; the running sleep was acked
+    worker_labels = {"hostname": worker.hostname.split("@")[1], "worker": worker.hostname}
+    exporter.wait_value("celery_worker_up", worker_labels, lambda v: v == 0, timeout=30)
     wait_age(exporter, queue, lambda v: v is not None and v >= 5.0)  # it still waits
     purge(app, queue)
-    # Held by a worker that is gone, and not in the queue: nothing waits.
-    wait_age(exporter, queue, lambda v: v == 0)
+    # Held by a worker that is gone, and not in the queue: nothing waits (after the next
+    # poll and the housekeeping pass that follows it, every 5 s).
+    wait_age(exporter, queue, lambda v: v == 0, timeout=40)

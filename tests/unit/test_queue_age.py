@@ -170,15 +170,16 @@ def test_a_late_first_task_sent_neither_unholds_nor_revives_a_task() -> None:
     c = Cluster()
     t0 = c.now
     # A producer's first task-sent can arrive after the worker's events for the task.
-    c.feed(received("held", "app.add", t0 + 1), sent("held", "app.add", t0))
+    c.feed(received("held", "app.add", t0 + 1), sent("held", "app.add", t0, "routed"))
     c.feed(received("done", "app.add", t0 + 1), started("done", t0 + 1))
     c.feed(succeeded("done", t0 + 2), sent("done", "app.add", t0 - 20))
     c.clock.advance(30)
-    assert c.age() == 30  # "held": prefetched, timed from its send; "done" does not wait
-    c.poll({"celery": 0})  # an empty broker does not unhold it either
-    assert c.age() == 31
+    assert c.age() == 0  # "done" does not wait
+    assert c.age("routed") == 30  # "held": prefetched, timed from its send, in its queue
+    c.poll({"celery": 0, "routed": 0})  # an empty broker does not unhold it either
+    assert c.age("routed") == 31
     c.feed(started("held", c.now))
-    assert c.age() == 0
+    assert c.age("routed") == 0
     assert len(c.tracker.queue_age) == 0
 
 
