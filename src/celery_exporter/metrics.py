@@ -216,6 +216,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         QUEUE_LABELS,
     ),
     MetricSpec(
+        "queue_oldest_task_age_seconds",
+        "gauge",
+        "Seconds the oldest unstarted task has waited since task-sent or ETA. Source: "
+        "task-sent events; Redis also list heads (lower bound).",
+        QUEUE_LABELS,
+    ),
+    MetricSpec(
         "active_consumer_count",
         "gauge",
         "Consumers of the queue, from the broker (RabbitMQ) or the workers' active_queues.",
