@@ -152,6 +152,12 @@ class QueueAge:
         del self._tasks[uuid]
         self._tasks[uuid] = entry  # to the newest end: it re-entered the broker now
 
+    def worker_left(self, worker: str, now: float) -> None:
+        """A worker that said goodbye (worker-offline) gave its prefetched tasks back to the
+        broker. Called from its event: its view is gone at once, so prune() never sees it."""
+        for uuid, entry in [(u, e) for u, e in self._tasks.items() if e.holder == worker]:
+            self._back_in_broker(uuid, entry, now)
+
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
 
     def prune(

@@ -354,7 +354,9 @@ class Tracker:
         self.workers.offline(event, now)
         self._worker_counts(event, now)
         # Its unacknowledged messages go back to the broker: it holds nothing any more.
-        self.holdings.forget_worker(label_text(event.get("hostname"), "hostname"))
+        nodename = label_text(event.get("hostname"), "hostname")
+        self.holdings.forget_worker(nodename)
+        self.queue_age.worker_left(nodename, now)
 
     def _worker_counts(self, event: dict[str, Any], now: float) -> None:
         """What `active` and `processed` say about held tasks and missed task events."""
