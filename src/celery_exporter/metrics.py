@@ -270,9 +270,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "exporter_task_events_missed",
         "counter",
-        "Tasks the worker's heartbeats say it started (processed) whose task-started event "
-        "never reached this exporter, counted about 12 s after the fact, since the first "
-        "heartbeat this exporter saw from the worker.",
+        "Tasks the worker's heartbeats say it started whose task-started event never "
+        "arrived, counted after a 10 s grace.",
         WORKER_LABELS,
     ),
     MetricSpec(
