@@ -104,6 +104,7 @@ class Exporter:
             clock=time.time,
             worker_queues=self.poller.worker_queues,
             arrivals=arrivals if self.poller.arrival_asker is not None else None,
+            broker_evidence=self.poller.queue_evidence,
         )
         factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
         self.collectors: list[SeriesCollector] = [

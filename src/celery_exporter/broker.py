@@ -7,6 +7,8 @@ errors into ProbeError, so the poller records a failed poll instead of crashing.
 - Redis (redis, rediss, sentinel): one pipelined round trip per poll for every queue's priority
   sub-lists and the `unacked` hash, keyed exactly as kombu keys them (`sep`, `priority_steps`,
   `global_keyprefix`, `unacked_key` come from kombu's channel, so transport options apply).
+  The same round trip reads the oldest message of each sub-list (kombu LPUSHes and BRPOPs, so
+  that is LINDEX -1) for its headers' task id, ETA and expiry; the body (args) is never read.
 - AMQP (RabbitMQ): a passive queue_declare per queue gives ready messages and consumers. A
   missing queue closes the channel with 404; it reads 0 and a fresh channel serves the rest.
   Unacked messages are not available over AMQP (only the management API has them).
@@ -27,6 +29,7 @@ from celery import Celery
 from kombu.transport import virtual
 
 from .config import Config
+from .queue_evidence import BrokerHead, message_headers, parse_head
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class QueueReading:
     # None where the transport cannot tell (RabbitMQ unacked; consumers outside RabbitMQ).
     unacked: Mapping[str, int] | None = None
     consumers: Mapping[str, int] | None = None
+    # Redis only: the oldest message of each priority sub-list, and the task ids workers took.
+    heads: Mapping[str, tuple[BrokerHead, ...]] | None = None
+    unacked_ids: frozenset[str] | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -165,10 +171,12 @@ class RedisQueueProbe(QueueProbe):
         prefix = channel.global_keyprefix
         exchanges = sorted(self._bindings)
         per_queue = len(channel.priority_steps)
+        keys = [key for queue in queues for key in self.queue_keys(channel, queue)]
         with client.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                for key in self.queue_keys(channel, queue):
-                    pipe.llen(key)
+            for key in keys:
+                pipe.llen(key)
+            for key in keys:
+                pipe.lindex(key, -1)  # the end kombu pops from: the sub-list's oldest message
             pipe.hvals(f"{prefix}{channel.unacked_key}")
             for exchange in exchanges:
                 pipe.smembers(f"{prefix}{channel.keyprefix_queue % (exchange,)}")
@@ -178,11 +186,16 @@ class RedisQueueProbe(QueueProbe):
         for index, queue in enumerate(queues):
             sizes = results[index * per_queue : (index + 1) * per_queue]
             lengths[queue] = sum(size for size in sizes if isinstance(size, int))
-        offset = len(queues) * per_queue
+        heads: dict[str, tuple[BrokerHead, ...]] = {}
+        for index, queue in enumerate(queues):
+            raw = results[len(keys) + index * per_queue : len(keys) + (index + 1) * per_queue]
+            heads[queue] = tuple(head for head in map(parse_head, raw) if head is not None)
+        offset = 2 * len(keys)
         unacked_values = results[offset]
         for exchange, members in zip(exchanges, results[offset + 1 :], strict=True):
             self._bindings[exchange] = self._parse_bindings(channel.sep, members)
-        routes = self._unacked_routes(unacked_values)
+        unacked_ids: set[str] = set()
+        routes = self._unacked_routes(unacked_values, unacked_ids)
         new = {exchange for exchange, _ in routes if exchange and exchange not in self._bindings}
         if new:
             self._load_bindings(channel, client, new)
@@ -191,21 +204,28 @@ class RedisQueueProbe(QueueProbe):
             queue = self._queue_for(exchange, routing_key)
             if queue in unacked:
                 unacked[queue] += count
-        return QueueReading(lengths=lengths, unacked=unacked)
+        # Without ack emulation kombu keeps no unacked hash: its emptiness would prove nothing.
+        ids = frozenset(unacked_ids) if getattr(channel, "ack_emulation", True) else None
+        return QueueReading(lengths, unacked, heads=heads, unacked_ids=ids)
 
     @staticmethod
-    def _unacked_routes(values: Any) -> dict[tuple[str, str], int]:
-        """(exchange, routing key) -> messages, from kombu's `[message, exchange, key]` JSON."""
+    def _unacked_routes(values: Any, ids: set[str] | None = None) -> dict[tuple[str, str], int]:
+        """(exchange, routing key) -> messages, from kombu's `[message, exchange, key]` JSON;
+        the messages' task ids go into `ids` if given."""
         routes: dict[tuple[str, str], int] = {}
         if not isinstance(values, list):
             return routes
         for raw in values:
             try:
-                _, exchange, routing_key = json.loads(raw)
+                message, exchange, routing_key = json.loads(raw)
             except (ValueError, TypeError):
                 continue
             route = (str(exchange or ""), str(routing_key or ""))
             routes[route] = routes.get(route, 0) + 1
+            if ids is not None:
+                task_id = message_headers(message).get("id")
+                if isinstance(task_id, str):
+                    ids.add(task_id)
         return routes
 
     @staticmethod

@@ -62,6 +62,11 @@ class TrackerCollector(SeriesCollector):
             family = f.new("exporter_last_event_timestamp_seconds")
             family.add_metric(f.labels(()), snap.last_event)
             yield family
+        if f.enabled("queue_oldest_task_age_seconds"):
+            family = f.new("queue_oldest_task_age_seconds")
+            for queue, age in snap.queue_ages.items():
+                family.add_metric(f.labels((queue,)), age)
+            yield family
         if f.enabled("exporter_tracked_tasks"):
             family = f.new("exporter_tracked_tasks")
             family.add_metric(f.labels(()), snap.tracked_tasks)

@@ -216,6 +216,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         QUEUE_LABELS,
     ),
     MetricSpec(
+        "queue_oldest_task_age_seconds",
+        "gauge",
+        "Seconds the oldest unstarted task has waited since task-sent or ETA. Source: "
+        "task-sent events; Redis also list heads (lower bound).",
+        QUEUE_LABELS,
+    ),
+    MetricSpec(
         "active_consumer_count",
         "gauge",
         "Consumers of the queue, from the broker (RabbitMQ) or the workers' active_queues.",
@@ -263,9 +270,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "exporter_task_events_missed",
         "counter",
-        "Tasks the worker's heartbeats say it started (processed) whose task-started event "
-        "never reached this exporter, counted about 12 s after the fact, since the first "
-        "heartbeat this exporter saw from the worker.",
+        "Tasks the worker's heartbeats say it started whose task-started event never "
+        "arrived, counted after a 10 s grace.",
         WORKER_LABELS,
     ),
     MetricSpec(

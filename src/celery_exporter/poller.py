@@ -30,6 +30,7 @@ from .arrivals import ASK_TIMEOUT, ArrivalAsker, QueueAsker, WorkerArrivals, Wor
 from .broker import ProbeError, QueueProbe, QueueReading, make_probe
 from .config import Config
 from .inspector import CeleryInspector, Inspector, WorkerStats
+from .queue_evidence import BrokerEvidence, HeadWatch
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class _State:
     workers_at: float | None = None
     inspect_success: bool | None = None
     found: dict[str, float] = field(default_factory=dict)  # discovered queue -> last seen
+    evidence: BrokerEvidence | None = None  # for the oldest task's age
 
 
 class QueuePoller:
@@ -121,6 +123,7 @@ class QueuePoller:
         self._asked: dict[str, tuple[tuple[str, ...], float]] = {}
         self._lock = threading.Lock()
         self._state = _State()
+        self._head_watch = HeadWatch()  # poll thread only
         self._worker_queues: Mapping[str, tuple[str, ...]] = MappingProxyType({})
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -194,6 +197,7 @@ class QueuePoller:
         try:
             self.observe_queues(self.probe.discover())
             queues = self.known_queues()
+            read_at = self.clock()
             reading = self.probe.read(queues)
         except ProbeError as exc:
             self._poll_log.failed(str(exc))
@@ -203,7 +207,10 @@ class QueuePoller:
             return
         self._poll_log.succeeded()
         now = self.clock()
+        heads = None if reading.heads is None else self._head_watch.stamp(reading.heads, now)
+        evidence = BrokerEvidence(read_at, reading.lengths, heads, reading.unacked_ids)
         with self._lock:
+            self._state.evidence = evidence
             for name, length in reading.lengths.items():
                 if length > 0 and name in self._state.found:
                     self._state.found[name] = now  # a backlog nobody consumes still matters
@@ -262,6 +269,16 @@ class QueuePoller:
     def worker_queues(self) -> Mapping[str, tuple[str, ...]]:
         """Node name -> queues it consumes, from the last inspect round that answered."""
         return self._worker_queues
+
+    def queue_evidence(self) -> BrokerEvidence | None:
+        """The latest poll's evidence about waiting tasks, if fresh (see view()); no I/O."""
+        cfg = self.config
+        with self._lock:
+            evidence, reading_at = self._state.evidence, self._state.reading_at
+        poll_age = STALE_AFTER_INTERVALS * cfg.queue_poll_interval + cfg.broker_timeout
+        if reading_at is None or self.clock() - reading_at > poll_age:
+            return None
+        return evidence
 
     def view(self) -> PollView:
         """The latest values for a scrape; no I/O, one short lock."""

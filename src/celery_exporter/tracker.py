@@ -32,6 +32,8 @@ from .held import HeldEvents
 from .holding import HeldTasks
 from .metrics import UNKNOWN
 from .missed import MissedEvents
+from .queue_age import QueueAge
+from .queue_evidence import BrokerEvidence, timestamp_or_none
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
 
@@ -66,6 +68,7 @@ class Snapshot:
     overflow: dict[str, int]
     last_event: float | None
     tracked_tasks: int
+    queue_ages: dict[str, float]
     # worker -> (prefetched, scheduled) tasks it holds
     holdings: dict[str, tuple[int, int]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)  # worker -> task events missed
@@ -78,11 +81,14 @@ class Tracker:
         clock: Callable[[], float],
         worker_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
         arrivals: WorkerArrivals | None = None,
+        broker_evidence: Callable[[], BrokerEvidence | None] = lambda: None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._worker_queues = worker_queues  # from the inspect poll; read-only here
         self._held = HeldEvents(arrivals)
+        self._broker_evidence = broker_evidence  # from the queue poll; read-only here
+        self.queue_age = QueueAge(config.max_tracked_tasks, config.queue_expiry)
         self._lock = threading.Lock()
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._counts: dict[str, dict[Labels, int]] = {
@@ -232,6 +238,9 @@ class Tracker:
         labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
         counts = self._counts["sent"]
         counts[labels] = counts.get(labels, 0) + 1
+        expires = event.get("expires")
+        expires = None if expires is None else timestamp_or_none(expires)
+        self.queue_age.sent(uuid, labels[2], sent_at, eta, expires, now)
 
     def _worker_task(
         self, event: dict[str, Any], kind: str, now: float
@@ -275,6 +284,12 @@ class Tracker:
             received_at = _worker_time(event, now)
         # _worker_task has checked the node name: this is its label_text(), cheaply.
         self.holdings.received(uuid, event["hostname"][:MAX_LABEL_LENGTH], received_at, eta)
+        if record.started_at is None and record.queue is not None:  # prefetched: still waits
+            expires = event.get("expires")
+            expires = None if expires is None else timestamp_or_none(expires)
+            self.queue_age.received(
+                uuid, record.queue, record.sent_at, record.eta, expires, event["hostname"], now
+            )
 
     def _task_started(self, event: dict[str, Any], now: float) -> None:
         started_at = timestamp_of(event, now)
@@ -282,6 +297,7 @@ class Tracker:
         record.started_at = started_at
         self.holdings.done(uuid)
         self.missed.started(event["hostname"][:MAX_LABEL_LENGTH], started_at)
+        self.queue_age.ended(uuid, started_at)
         if record.sent_at is not None:
             ready_at = max(record.sent_at, record.eta or 0.0)
             # Producer and worker clocks differ; a negative wait is skew, not time travel.
@@ -297,6 +313,7 @@ class Tracker:
             self._runtime.observe(labels, value)
         self.holdings.done(uuid)
         del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
+        self.queue_age.ended(uuid)
 
     def _task_failed(self, event: dict[str, Any], now: float) -> None:
         failed_at = timestamp_of(event, now)
@@ -312,6 +329,7 @@ class Tracker:
                 self._failed_runtime.observe(labels, ran)
         self.holdings.done(uuid)
         del self._tasks[uuid]
+        self.queue_age.ended(uuid)
 
     def _task_retried(self, event: dict[str, Any], now: float) -> None:
         self._worker_task(event, "retried", now)
@@ -320,9 +338,15 @@ class Tracker:
         uuid, _, _ = self._worker_task(event, "rejected", now)
         self.holdings.done(uuid)
 
+        if event.get("requeue") is True:
+            self.queue_age.requeued(uuid, now)
+        else:
+            self.queue_age.ended(uuid)
+
     def _task_revoked(self, event: dict[str, Any], now: float) -> None:
         uuid, _, _ = self._worker_task(event, "revoked", now)
         self.holdings.done(uuid)
+        self.queue_age.ended(uuid)
 
     # ---- worker events -----------------------------------------------------------------
 
@@ -330,7 +354,9 @@ class Tracker:
         self.workers.offline(event, now)
         self._worker_counts(event, now)
         # Its unacknowledged messages go back to the broker: it holds nothing any more.
-        self.holdings.forget_worker(label_text(event.get("hostname"), "hostname"))
+        nodename = label_text(event.get("hostname"), "hostname")
+        self.holdings.forget_worker(nodename)
+        self.queue_age.worker_left(nodename, now)
 
     def _worker_counts(self, event: dict[str, Any], now: float) -> None:
         """What `active` and `processed` say about held tasks and missed task events."""
@@ -347,8 +373,11 @@ class Tracker:
     def expire(self) -> None:
         """Forget purged workers and, where no live worker shares their host, their task
         series. Called from the event thread between messages."""
+        evidence = self._broker_evidence()  # outside the lock: the poller has its own
         with self._lock:
-            gone = self.workers.expire(self._clock())
+            now = self._clock()
+            self.queue_age.prune(now, self.workers.views(now), evidence)
+            gone = self.workers.expire(now)
             if not gone:
                 return
             for record in gone:
@@ -370,6 +399,7 @@ class Tracker:
 
     def snapshot(self) -> Snapshot:
         now = self._clock()
+        evidence = self._broker_evidence()
         with self._lock:
             overflow = {
                 "task_name": self._names.overflowed,
@@ -389,6 +419,7 @@ class Tracker:
                 tracked_tasks=len(self._tasks),
                 holdings=self.holdings.counts(now),
                 missed=self.missed.totals(),
+                queue_ages=self.queue_age.ages(now, evidence),
             )
 
 
