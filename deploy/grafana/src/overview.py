@@ -69,7 +69,7 @@ def dashboard() -> Dashboard:
                 unit="s",
                 steps=[
                     ("green", None),
-                    ("orange", OLDEST_TASK_AGE_ALERT / 2),
+                    ("orange", OLDEST_TASK_AGE_ALERT // 2),
                     ("red", OLDEST_TASK_AGE_ALERT),
                 ],
                 width=HEALTH_WIDTH,
