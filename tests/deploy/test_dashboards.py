@@ -138,6 +138,45 @@ def test_panels_fit_the_grid_without_overlapping(file: str) -> None:
 
 
 @pytest.mark.parametrize("file", sorted(EXPECTED))
+def test_every_line_of_panels_fills_the_24_columns(file: str) -> None:
+    # A short line leaves a gap, and Grafana floats the panels below up into it.
+    widths: dict[int, int] = {}
+    for panel in promql.panels(BOARDS[file]):
+        pos = panel["gridPos"]
+        widths[pos["y"]] = widths.get(pos["y"], 0) + pos["w"]
+    assert {y: w for y, w in widths.items() if w != 24} == {}
+
+
+def _threshold(record: str) -> float:
+    (rule,) = [rule for rule in promql.rules() if rule.get("record") == record]
+    match = re.fullmatch(r"vector\(([0-9.]+)\)", rule["expr"].strip())
+    assert match, rule["expr"]
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize(
+    ("file", "title", "record"),
+    [
+        (
+            "celery-overview.json",
+            "Oldest waiting task",
+            "celery:alert_threshold:queue_oldest_task_age_seconds",
+        ),
+        (
+            "celery-overview.json",
+            "Task events missed (10m)",
+            "celery:alert_threshold:task_events_missed_10m",
+        ),
+    ],
+)
+def test_stat_turns_red_at_its_alert_threshold(file: str, title: str, record: str) -> None:
+    (panel,) = [p for p in promql.panels(BOARDS[file]) if p["title"] == title]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["color"] == "red"
+    assert steps[-1]["value"] == _threshold(record)
+
+
+@pytest.mark.parametrize("file", sorted(EXPECTED))
 def test_template_variables_exist_and_chain_from_job(file: str) -> None:
     variables = {var["name"]: var for var in BOARDS[file]["templating"]["list"]}
     assert set(VARIABLES) <= set(variables)
@@ -200,6 +239,8 @@ def test_the_issue_panels_are_there() -> None:
         "celery_task_queue_wait_time_bucket",
         "celery_exporter_broker_up",
         "up{",
+        "celery:exporter_task_events_missed:increase10m",
+        "max without (instance, pod) (celery_queue_oldest_task_age_seconds",
     ):
         assert name in overview, name
     workers = exprs("celery-workers.json")
@@ -209,6 +250,11 @@ def test_the_issue_panels_are_there() -> None:
         "celery_worker_tasks_active",
         "celery_worker_loadavg",
         "time() - max without (instance, pod) (celery_worker_last_heartbeat_timestamp_seconds",
+        "celery:worker_idle_processes:max",
+        "celery:queue_idle_processes:sum",
+        "max without (instance, pod) (celery_worker_tasks_prefetched",
+        "max without (instance, pod) (celery_worker_tasks_scheduled",
+        "max without (instance, pod) (increase(celery_exporter_task_events_missed_total",
     ):
         assert name in workers, name
     assert 'name=~"$task"' in exprs("celery-tasks.json")

@@ -29,9 +29,11 @@ is for illustration):
   are already deduplicated: `select("celery:...", QUEUE, TASK)`.
 - Panels: `stat(...)` (width 4 by default, `steps=` thresholds, `mappings=up_down(...)`) and
   `timeseries(...)` (width 12 by default, `min_value=`, `stacked=True`). Panels fill rows of 24
-  columns left to right; `row("Title")` starts a new row. Fill each row to 24 or the rest of the
-  layout shifts. Every panel needs a description; every selector needs the job filter
-  (`select`/`gauge`/`rate` add it).
+  columns left to right; `row("Title")` starts a new row. Fill each line to 24 (a panel that
+  does not fit is not wrapped; test_dashboards.py checks every line): change `width=` or move a
+  panel. Every panel needs a description; every selector needs the job filter
+  (`select`/`gauge`/`rate` add it). A stat coloured for an alert turns red at the alert's
+  threshold (test_dashboards.py compares it with the `celery:alert_threshold:...` rule).
 - Then run this script, then `pytest tests/deploy/test_dashboards.py tests/deploy/test_e2e.py
   tests/deploy/test_ha.py`: the end-to-end test runs every panel query against a real
   Prometheus and fails on no data (extend tests/deploy/workload.py if the workload never makes

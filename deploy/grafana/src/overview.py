@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from board import celery_dashboard
+from exporter_row import with_exporter_row
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from panels import RED_BELOW_1, row, stat, target, timeseries, up_down
-from queries import QUEUE, TASK, WORKER, aggregate, gauge, increase, quantile, rate, select
+from queries import QUEUE, TASK, WORKER, aggregate, gauge, quantile, rate, select
 
 UID = "celery-overview"
 RECORDED = " Needs the recording rules in deploy/alert_rules.yml."
+# The Health row's stats: 8 of them fill the 24 columns.
+HEALTH_WIDTH = 3
+# Seconds: CeleryQueueOldestTaskAgeHigh's default threshold
+# (celery:alert_threshold:queue_oldest_task_age_seconds); the stat turns red there.
+OLDEST_TASK_AGE_ALERT = 600
 
 
 def _percentiles(histogram: str) -> list[tuple[str, str]]:
@@ -20,7 +26,7 @@ def dashboard() -> Dashboard:
         target(aggregate("sum", rate(f"celery_task_{event}_total", QUEUE, TASK)), event)
         for event in ("received", "succeeded", "failed", "retried")
     ]
-    return (
+    board = (
         celery_dashboard(
             UID, "Overview", "Workers, tasks, queues and the exporter's own health at a glance."
         )
@@ -31,6 +37,7 @@ def dashboard() -> Dashboard:
                 "Workers whose last heartbeat is within --worker-timeout.",
                 target(aggregate("sum", gauge("celery_worker_up", WORKER)), "online"),
                 steps=RED_BELOW_1,
+                width=HEALTH_WIDTH,
             )
         )
         .with_panel(
@@ -38,6 +45,7 @@ def dashboard() -> Dashboard:
                 "Tasks running",
                 "Tasks being executed, from the workers' last heartbeats.",
                 target(aggregate("sum", gauge("celery_worker_tasks_active", WORKER)), "active"),
+                width=HEALTH_WIDTH,
             )
         )
         .with_panel(
@@ -46,6 +54,25 @@ def dashboard() -> Dashboard:
                 "Messages ready in the broker queues, not yet taken by a worker.",
                 target(aggregate("sum", gauge("celery_queue_length", QUEUE)), "waiting"),
                 steps=[("green", None), ("orange", 100), ("red", 1000)],
+                width=HEALTH_WIDTH,
+            )
+        )
+        .with_panel(
+            stat(
+                "Oldest waiting task",
+                "Seconds the oldest task not yet started has waited, in the selected queues (from"
+                " task-sent events, or the ETA; on Redis also the queue heads). Red at the"
+                " CeleryQueueOldestTaskAgeHigh threshold.",
+                target(
+                    aggregate("max", gauge("celery_queue_oldest_task_age_seconds", QUEUE)), "oldest"
+                ),
+                unit="s",
+                steps=[
+                    ("green", None),
+                    ("orange", OLDEST_TASK_AGE_ALERT // 2),
+                    ("red", OLDEST_TASK_AGE_ALERT),
+                ],
+                width=HEALTH_WIDTH,
             )
         )
         .with_panel(
@@ -57,6 +84,7 @@ def dashboard() -> Dashboard:
                     "finished /s",
                 ),
                 unit="reqps",
+                width=HEALTH_WIDTH,
             )
         )
         .with_panel(
@@ -72,6 +100,7 @@ def dashboard() -> Dashboard:
                 unit="percentunit",
                 steps=[("green", None), ("orange", 0.05), ("red", 0.1)],
                 decimals=1,
+                width=HEALTH_WIDTH,
             )
         )
         .with_panel(
@@ -81,6 +110,23 @@ def dashboard() -> Dashboard:
                 target(aggregate("min", select("celery_exporter_broker_up")), "broker"),
                 steps=RED_BELOW_1,
                 mappings=up_down("DOWN", "UP"),
+                width=HEALTH_WIDTH,
+            )
+        )
+        .with_panel(
+            stat(
+                "Task events missed (10m)",
+                "Tasks the workers' heartbeats say started whose task-started event never reached"
+                " the exporter, over 10 minutes. Above 0, task counters and histograms read"
+                " low." + RECORDED,
+                target(
+                    aggregate("sum", select("celery:exporter_task_events_missed:increase10m"))
+                    + " or vector(0)",
+                    "missed",
+                ),
+                steps=[("green", None), ("orange", 1), ("red", 10)],
+                decimals=0,
+                width=HEALTH_WIDTH,
             )
         )
         .with_row(row("Tasks"))
@@ -135,6 +181,21 @@ def dashboard() -> Dashboard:
                     "{{queue_name}}",
                 ),
                 min_value=0,
+                width=8,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Oldest waiting task by queue",
+                "Seconds the oldest task not yet started has waited in each queue; 0 when none"
+                " waits. Rising steadily: nothing takes tasks from the queue.",
+                target(
+                    gauge("celery_queue_oldest_task_age_seconds", QUEUE),
+                    "{{queue_name}}",
+                ),
+                unit="s",
+                min_value=0,
+                width=8,
             )
         )
         .with_panel(
@@ -151,6 +212,7 @@ def dashboard() -> Dashboard:
                     "{{queue_name}} processes",
                 ),
                 min_value=0,
+                width=8,
             )
         )
         .with_row(row("Workers"))
@@ -175,88 +237,5 @@ def dashboard() -> Dashboard:
                 stacked=True,
             )
         )
-        # Exporter health is about each exporter process: min/max over replicas, not dedup,
-        # so that one replica of an HA pair in trouble shows.
-        .with_row(row("Exporter"))
-        .with_panel(
-            stat(
-                "Exporter scraped",
-                "Whether Prometheus reaches the exporter (the up series of its job).",
-                target(aggregate("min", select("up")), "up"),
-                steps=RED_BELOW_1,
-                mappings=up_down("DOWN", "UP"),
-            )
-        )
-        .with_panel(
-            stat(
-                "Queue poll",
-                "Whether the last broker queue-length poll succeeded.",
-                target(aggregate("min", select("celery_exporter_queue_poll_success")), "poll"),
-                steps=RED_BELOW_1,
-                mappings=up_down("FAILING", "OK"),
-            )
-        )
-        .with_panel(
-            stat(
-                "Last event",
-                "Seconds since the exporter received the last Celery event.",
-                target(
-                    "time() - "
-                    + aggregate("max", select("celery_exporter_last_event_timestamp_seconds")),
-                    "age",
-                ),
-                unit="s",
-                steps=[("green", None), ("orange", 60), ("red", 300)],
-            )
-        )
-        .with_panel(
-            stat(
-                "Skipped events /s",
-                "Events or messages the exporter could not use, per second.",
-                target(
-                    aggregate("sum", rate("celery_exporter_event_errors_total")) + " or vector(0)",
-                    "skipped /s",
-                ),
-                unit="reqps",
-                steps=[("green", None), ("orange", 0.001)],
-            )
-        )
-        .with_panel(
-            stat(
-                "Broker reconnects",
-                "Times the event consumer reconnected to the broker during the dashboard's time"
-                " range.",
-                target(
-                    aggregate(
-                        "sum",
-                        increase("celery_exporter_broker_reconnects_total", window="$__range"),
-                    ),
-                    "reconnects",
-                ),
-                steps=[("green", None), ("orange", 1)],
-                decimals=0,
-            )
-        )
-        .with_panel(
-            stat(
-                "Queue poll duration",
-                "Seconds the last broker queue-length poll took.",
-                target(
-                    aggregate("max", select("celery_exporter_queue_poll_duration_seconds")), "poll"
-                ),
-                unit="s",
-                steps=[("green", None), ("orange", 1), ("red", 3)],
-            )
-        )
-        .with_panel(
-            timeseries(
-                "Events received /s",
-                "Celery events the exporter received, by type.",
-                target(
-                    aggregate("sum", rate("celery_exporter_events_total"), ("event",)), "{{event}}"
-                ),
-                unit="reqps",
-                width=24,
-            )
-        )
     )
+    return with_exporter_row(board)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from board import celery_dashboard
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from panels import RED_BELOW_1, row, stat, target, timeseries
-from queries import QUEUE, WORKER, aggregate, gauge, rate
+from queries import QUEUE, RATE_WINDOW, WORKER, aggregate, gauge, increase, rate, select
 
 UID = "celery-workers"
+RECORDED = " Needs the recording rules in deploy/alert_rules.yml."
 
 
 def dashboard() -> Dashboard:
@@ -158,6 +159,32 @@ def dashboard() -> Dashboard:
         )
         .with_panel(
             timeseries(
+                "Task events missed by worker",
+                "Tasks each worker started (per its heartbeats) whose task-started event never"
+                " reached the exporter, per rate interval. Above 0, task counters and histograms"
+                " read low for that worker (see the CeleryTaskEventsMissed runbook entry).",
+                target(
+                    increase(
+                        "celery_exporter_task_events_missed_total", WORKER, window=RATE_WINDOW
+                    ),
+                    "{{worker}}",
+                ),
+                min_value=0,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Tasks held, not started",
+                "Tasks each worker has received but not started, from task events: prefetched"
+                " (no ETA, or the ETA has passed) and scheduled (ETA still in the future)."
+                " Prefetched tasks on a busy worker wait while other workers may be idle.",
+                target(gauge("celery_worker_tasks_prefetched", WORKER), "{{worker}} prefetched"),
+                target(gauge("celery_worker_tasks_scheduled", WORKER), "{{worker}} scheduled"),
+                min_value=0,
+            )
+        )
+        .with_panel(
+            timeseries(
                 "Workers per queue",
                 "Workers and pool processes consuming each queue, from inspect active_queues.",
                 target(
@@ -170,6 +197,26 @@ def dashboard() -> Dashboard:
                 ),
                 min_value=0,
                 width=24,
+            )
+        )
+        .with_row(row("Pool capacity"))
+        .with_panel(
+            timeseries(
+                "Idle pool processes by worker",
+                "Pool processes of each worker not running a task: pool size (inspect stats)"
+                " minus running tasks (heartbeats)." + RECORDED,
+                target(select("celery:worker_idle_processes:max", WORKER), "{{worker}}"),
+                min_value=0,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Idle pool processes by queue",
+                "Idle pool processes of the workers consuming each queue; a worker on several"
+                " queues counts in each. 0 with tasks waiting means the queue's workers are all"
+                " busy." + RECORDED,
+                target(select("celery:queue_idle_processes:sum", QUEUE), "{{queue_name}}"),
+                min_value=0,
             )
         )
     )
