@@ -32,7 +32,7 @@ from .held import HeldEvents
 from .holding import HeldTasks
 from .metrics import UNKNOWN
 from .missed import MissedEvents
-from .queue_age import QueueAge
+from .queue_age import QueueAge, newest
 from .queue_evidence import BrokerEvidence, timestamp_or_none
 from .series import HistogramTable, LabelCap, Labels
 from .workers import WorkerTable, WorkerView
@@ -45,6 +45,10 @@ GENERIC_HOSTNAME = "generic"
 ZERO_INITIALISED = ("received", "started", "succeeded", "rejected", "revoked", "retried")
 TASK_EVENTS = frozenset(f"task-{kind}" for kind in (*ZERO_INITIALISED, "sent", "failed"))
 WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+# How long finished tasks are remembered for a late task-sent before any task-sent was seen.
+SENDS_GRACE = 600.0
+# Finished tasks remembered for a late task-sent: seconds of a busy cluster's events (~1 MB).
+RECENTLY_FINISHED = 10_000
 
 
 @dataclass(slots=True)
@@ -54,6 +58,23 @@ class TaskRecord:
     sent_at: float | None = None  # producer's clock
     eta: float | None = None
     started_at: float | None = None  # worker's clock
+    # Set when it started before its task-sent was seen: the labels its wait is observed
+    # under if that task-sent arrives late.
+    started_labels: Labels | None = None
+
+
+class LateSends:
+    """Finished tasks whose task-sent was not seen yet. Celery publishes a task before it
+    sends task-sent on another connection, so that event may come after the task finished:
+    remembered, it is counted with the wait the task had, and makes no in-flight record."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskRecord] = {}  # uuid -> its record, oldest first
+
+    def remember(self, uuid: str, record: TaskRecord) -> None:
+        self.tasks[uuid] = record
+        if len(self.tasks) > RECENTLY_FINISHED:
+            self.tasks = newest(self.tasks, RECENTLY_FINISHED)
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,12 @@ class Tracker:
         )
         self.holdings = HeldTasks(config.max_tracked_tasks)
         self.missed = MissedEvents(config.max_workers)
+        # Finished tasks whose task-sent may still arrive. Kept once a task-sent was seen, or
+        # in the first minutes, before it is known whether producers send any (the first
+        # task-sent of a producer is the one most often late).
+        self._late_sends = LateSends()
+        self._sends_seen = False
+        self._sends_grace_until = clock() + SENDS_GRACE
         self._events: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._last_event: float | None = None
@@ -223,24 +250,60 @@ class Tracker:
         queue = event.get("queue") or event.get("routing_key")
         queue = label_text(queue, "queue") if queue is not None else None
         nodename = label_text(event.get("hostname"), "hostname")
-        record = self._task(uuid)
+        if self._config.generic_hostname_task_sent_metric:
+            host = GENERIC_HOSTNAME
+        else:
+            host = self._producer_hosts.admit(host_of(nodename))
+        self._sends_seen = True
+        record = self._tasks.get(uuid)
+        if record is None and self._late_sends.tasks:
+            finished = self._late_sends.tasks.pop(uuid, None)
+            if finished is not None:  # it ran and finished before this send was seen
+                self._count_late_send(finished, event, host, queue, sent_at, eta)
+                return
+        if record is None:
+            record = self._task(uuid)
         self._name(record, event)
+        started_at = record.started_at
+        if started_at is not None and record.sent_at is None and sent_at <= started_at:
+            # Published before it started, seen after: the original send, not a retry's
+            # re-send (the worker stamps that after the start). It waits no more.
+            record.sent_at, record.eta = sent_at, eta or record.eta
+            self._count_late_send(record, event, host, queue, sent_at, eta)
+            return
         # A retry re-sends the same uuid: it waits again from this send.
         record.sent_at, record.eta, record.started_at = sent_at, eta, None
         if queue is not None:
             record.queue = queue
             if record.name != UNKNOWN:
                 self._queue_by_name[record.name] = queue
-        if self._config.generic_hostname_task_sent_metric:
-            host = GENERIC_HOSTNAME
-        else:
-            host = self._producer_hosts.admit(host_of(nodename))
         labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
         counts = self._counts["sent"]
         counts[labels] = counts.get(labels, 0) + 1
         expires = event.get("expires")
         expires = None if expires is None else timestamp_or_none(expires)
         self.queue_age.sent(uuid, labels[2], sent_at, eta, expires, now)
+
+    def _count_late_send(
+        self,
+        record: TaskRecord,
+        event: dict[str, Any],
+        host: str,
+        queue: str | None,
+        sent_at: float,
+        eta: float | None,
+    ) -> None:
+        """A task-sent seen after its task started: count it, and observe the wait it had
+        under the labels its worker-side events used. It waits no more (no queue_age)."""
+        self._name(record, event)
+        if queue is not None and record.name != UNKNOWN:
+            self._queue_by_name[record.name] = queue
+        # The queue its worker-side events were counted under does not move.
+        labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
+        counts = self._counts["sent"]
+        counts[labels] = counts.get(labels, 0) + 1
+        if record.started_at is not None and record.started_labels is not None:
+            self._observe_wait(record.started_labels, sent_at, eta or record.eta, record.started_at)
 
     def _worker_task(
         self, event: dict[str, Any], kind: str, now: float
@@ -297,23 +360,37 @@ class Tracker:
         record.started_at = started_at
         self.holdings.done(uuid)
         self.missed.started(event["hostname"][:MAX_LABEL_LENGTH], started_at)
-        self.queue_age.ended(uuid, started_at)
+        self.queue_age.ended(uuid)
         if record.sent_at is not None:
-            ready_at = max(record.sent_at, record.eta or 0.0)
-            # Producer and worker clocks differ; a negative wait is skew, not time travel.
-            wait = max(0.0, started_at - ready_at)
-            if wait <= MAX_DURATION:  # a far-future ETA or clock is not a wait to average
-                self._queue_wait.observe(labels, wait)
+            self._observe_wait(labels, record.sent_at, record.eta, started_at)
+        else:  # its task-sent may still come (published first, sent on another connection)
+            record.started_labels = labels
+
+    def _observe_wait(
+        self, labels: Labels, sent_at: float, eta: float | None, started_at: float
+    ) -> None:
+        ready_at = sent_at if eta is None or eta < sent_at else eta
+        # Producer and worker clocks differ; a negative wait is skew, not time travel.
+        wait = max(0.0, started_at - ready_at)
+        if wait <= MAX_DURATION:  # a far-future ETA or clock is not a wait to average
+            self._queue_wait.observe(labels, wait)
+
+    def _finished(self, uuid: str, record: TaskRecord, now: float) -> None:
+        """Succeeded or failed: it leaves the in-flight table. One whose task-sent was not
+        seen yet is remembered a while, if producers send task-sent at all."""
+        del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
+        self.holdings.done(uuid)
+        self.queue_age.ended(uuid)
+        if record.sent_at is None and (self._sends_seen or now < self._sends_grace_until):
+            self._late_sends.remember(uuid, record)
 
     def _task_succeeded(self, event: dict[str, Any], now: float) -> None:
         runtime = event.get("runtime")
         value = duration(runtime) if runtime is not None else None
-        uuid, _, labels = self._worker_task(event, "succeeded", now)
+        uuid, record, labels = self._worker_task(event, "succeeded", now)
         if value is not None:
             self._runtime.observe(labels, value)
-        self.holdings.done(uuid)
-        del self._tasks[uuid]  # done: later events for it are rare, and get name "unknown"
-        self.queue_age.ended(uuid)
+        self._finished(uuid, record, now)
 
     def _task_failed(self, event: dict[str, Any], now: float) -> None:
         failed_at = timestamp_of(event, now)
@@ -327,9 +404,7 @@ class Tracker:
             ran = max(0.0, failed_at - record.started_at)
             if ran <= MAX_DURATION:
                 self._failed_runtime.observe(labels, ran)
-        self.holdings.done(uuid)
-        del self._tasks[uuid]
-        self.queue_age.ended(uuid)
+        self._finished(uuid, record, now)
 
     def _task_retried(self, event: dict[str, Any], now: float) -> None:
         self._worker_task(event, "retried", now)
@@ -377,6 +452,8 @@ class Tracker:
         with self._lock:
             now = self._clock()
             self.queue_age.prune(now, self.workers.views(now), evidence)
+            if not self._sends_seen and now >= self._sends_grace_until:
+                self._late_sends.tasks.clear()  # producers send no task-sent events
             gone = self.workers.expire(now)
             if not gone:
                 return
