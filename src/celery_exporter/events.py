@@ -70,6 +70,14 @@ def timestamp_of(event: dict[str, Any], now: float) -> float:
     return float(value)
 
 
+def worker_time(event: dict[str, Any], now: float) -> float:
+    """The sender's clock, or the exporter's where the event has no usable timestamp."""
+    try:
+        return timestamp_of(event, now)
+    except BadEvent:
+        return now
+
+
 def duration(value: Any) -> float:
     """A runtime in seconds, validated: negative, absurd or non-numeric values raise."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from celery_exporter import tracker as tracker_module
+from celery_exporter import late_sends as late_sends_module
 
 from .eventscript import WORKER, Harness, event, received, retried, sent, started, succeeded
 
@@ -105,10 +105,10 @@ def test_a_late_send_of_a_task_that_never_reported_started_leaves_nothing_behind
 
 def test_finished_tasks_are_remembered_only_while_producers_may_send_task_sent() -> None:
     h = Harness()
-    h.clock.advance(tracker_module.SENDS_GRACE)
+    h.clock.advance(late_sends_module.SENDS_GRACE)
     h.tracker.expire()  # no task-sent so far: producers do not send them
     h.feed(received("a", "app.add", T0), started("a", T0 + 1), succeeded("a", T0 + 2))
-    assert len(h.tracker._late_sends.tasks) == 0
+    assert len(h.tracker.tasks.late_sends.tasks) == 0
     h.feed(sent("a", "app.add", T0))  # against expectations, one came: not a wait to guess
     assert waits(h) == (None, None)
     # From now on producers are known to send them.
@@ -118,14 +118,14 @@ def test_finished_tasks_are_remembered_only_while_producers_may_send_task_sent()
 
 
 def test_the_memory_of_finished_tasks_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracker_module, "RECENTLY_FINISHED", 100)
+    monkeypatch.setattr(late_sends_module, "RECENTLY_FINISHED", 100)
     h = Harness()
     for i in range(150):
         uuid = f"u{i}"
         h.feed(received(uuid, "app.add", T0), started(uuid, T0 + 1), succeeded(uuid, T0 + 2))
-        assert len(h.tracker._late_sends.tasks) <= 100
+        assert len(h.tracker.tasks.late_sends.tasks) <= 100
     h.feed(sent("u149", "app.add", T0))  # the newest are remembered
     assert waits(h) == (1, pytest.approx(1.0))
-    assert len(h.tracker._late_sends.tasks) < 100
+    assert len(h.tracker.tasks.late_sends.tasks) < 100
     h.feed(event("task-sent", WORKER, T0, uuid="u0", name="app.add", queue="celery"))
     assert h.value("celery_exporter_tracked_tasks") == 1  # forgotten: an ordinary send
