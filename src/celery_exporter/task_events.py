@@ -31,7 +31,7 @@ from .events import (
 )
 from .holding import HeldTasks
 from .late_sends import LateSends, TaskRecord
-from .metrics import UNKNOWN
+from .metrics import OVERFLOW, UNKNOWN
 from .missed import MissedEvents
 from .queue_age import QueueAge
 from .queue_evidence import timestamp_or_none
@@ -43,6 +43,7 @@ GENERIC_HOSTNAME = "generic"
 # so increase() sees the first real increment. Not `failed`: its exception is not known yet.
 ZERO_INITIALISED = ("received", "started", "succeeded", "rejected", "revoked", "retried")
 TASK_KINDS = (*ZERO_INITIALISED, "sent", "failed")
+NODE_CACHE = 4096  # node names remembered with their hostname label
 
 
 class TaskEvents:
@@ -74,6 +75,10 @@ class TaskEvents:
         self.names = LabelCap(config.max_task_names)
         self.hosts = LabelCap(config.max_workers)
         self.producer_hosts = LabelCap(config.max_workers)
+        # A raw node name -> (node name, hostname label) for workers, -> label for producers:
+        # an event then costs one lookup, not a validation, a split and a cap check.
+        self._worker_nodes: dict[str, tuple[str, str]] = {}
+        self._producers: dict[str, str] = {}
         self.late_sends = LateSends(now)  # finished tasks whose task-sent may still come
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], float], None]]:
@@ -94,6 +99,7 @@ class TaskEvents:
         """Drop the worker-side series of hosts no live worker has any more."""
         for host in hosts:
             self.hosts.release(host)
+        self._worker_nodes.clear()  # a released label may be refused later: ask the cap again
 
         def keep(labels: Labels) -> bool:
             return labels[1] not in hosts
@@ -114,11 +120,10 @@ class TaskEvents:
         return uuid
 
     def _task(self, uuid: str) -> TaskRecord:
-        record = self.tasks.get(uuid)
-        if record is None:
-            record = self.tasks[uuid] = TaskRecord(UNKNOWN)
-            if len(self.tasks) > self._config.max_tracked_tasks:
-                self.tasks.popitem(last=False)  # oldest first: long-done or lost tasks
+        """A new in-flight record (callers looked it up first)."""
+        record = self.tasks[uuid] = TaskRecord(UNKNOWN)
+        if len(self.tasks) > self._config.max_tracked_tasks:
+            self.tasks.popitem(last=False)  # oldest first: long-done or lost tasks
         return record
 
     def _name(self, record: TaskRecord, event: dict[str, Any]) -> None:
@@ -132,11 +137,7 @@ class TaskEvents:
         eta = eta_timestamp(event.get("eta"))
         queue = event.get("queue") or event.get("routing_key")
         queue = label_text(queue, "queue") if queue is not None else None
-        nodename = label_text(event.get("hostname"), "hostname")
-        if self._config.generic_hostname_task_sent_metric:
-            host = GENERIC_HOSTNAME
-        else:
-            host = self.producer_hosts.admit(host_of(nodename))
+        host = self._producer_host(event.get("hostname"))
         self.late_sends.sends_seen = True
         record = self.tasks.get(uuid)
         if record is None and self.late_sends.tasks:
@@ -192,16 +193,19 @@ class TaskEvents:
         self, event: dict[str, Any], kind: str, now: float
     ) -> tuple[str, TaskRecord, Labels]:
         """Common to every worker-side task event: find the task, label it, count it."""
-        uuid = self._uuid(event)
-        record = self._task(uuid)
-        nodename = label_text(event.get("hostname"), "hostname")
-        self._name(record, event)
+        uuid = event.get("uuid")
+        if type(uuid) is not str or not uuid or len(uuid) > 255:
+            raise BadEvent("bad_uuid")
+        record = self.tasks.get(uuid) or self._task(uuid)
+        raw = event.get("hostname")
+        known = self._worker_nodes.get(raw) if type(raw) is str else None
+        if known is None:
+            known = self._worker_node(raw)
+        nodename, host = known
+        if record.name == UNKNOWN:
+            self._name(record, event)
         if record.queue is None:
             record.queue = self._resolve_queue(record.name, nodename)
-        if self._config.generic_hostname_worker_task_metric:
-            host = GENERIC_HOSTNAME
-        else:
-            host = self.hosts.admit(host_of(nodename))
         labels = (record.name, host, record.queue)
         if labels not in self._initialised:
             self._initialised.add(labels)
@@ -211,6 +215,36 @@ class TaskEvents:
         if kind != "failed":
             self.counts[kind][labels] += 1
         return uuid, record, labels
+
+    def _worker_node(self, raw: Any) -> tuple[str, str]:
+        """A worker's node name and its hostname label; remembered once the label is admitted
+        (an overflowed one is not, so that each event still counts its overflow)."""
+        nodename = label_text(raw, "hostname")
+        if self._config.generic_hostname_worker_task_metric:
+            host = GENERIC_HOSTNAME
+        else:
+            host = self.hosts.admit(host_of(nodename))
+            if host == OVERFLOW:
+                return nodename, host
+        if len(self._worker_nodes) >= NODE_CACHE:
+            self._worker_nodes.clear()  # node names churn (autoscaling): start afresh
+        self._worker_nodes[raw] = (nodename, host)
+        return nodename, host
+
+    def _producer_host(self, raw: Any) -> str:
+        """A producer's hostname label, remembered like _worker_node's."""
+        host = self._producers.get(raw) if type(raw) is str else None
+        if host is not None:
+            return host
+        nodename = label_text(raw, "hostname")
+        if self._config.generic_hostname_task_sent_metric:
+            return GENERIC_HOSTNAME  # not remembered: a cheap answer, and nodename is checked
+        host = self.producer_hosts.admit(host_of(nodename))
+        if host != OVERFLOW:
+            if len(self._producers) >= NODE_CACHE:
+                self._producers.clear()
+            self._producers[raw] = host
+        return host
 
     def _resolve_queue(self, name: str, nodename: str) -> str:
         """Where task-sent did not say: the worker's only queue, then the queue this task
