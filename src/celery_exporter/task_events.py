@@ -24,26 +24,23 @@ from .events import (
     duration,
     eta_timestamp,
     exception_class,
-    host_of,
-    label_text,
     timestamp_of,
     worker_time,
 )
 from .holding import HeldTasks
 from .late_sends import LateSends, TaskRecord
-from .metrics import OVERFLOW, UNKNOWN
+from .metrics import UNKNOWN
 from .missed import MissedEvents
 from .queue_age import QueueAge
 from .queue_evidence import timestamp_or_none
-from .series import HistogramTable, LabelCap, Labels
+from .series import HistogramTable, Labels
+from .task_labels import EventLabels
 from .workers import WorkerTable
 
-GENERIC_HOSTNAME = "generic"
 # Counters zero-initialised when a worker first reports a (name, hostname, queue) label set,
 # so increase() sees the first real increment. Not `failed`: its exception is not known yet.
 ZERO_INITIALISED = ("received", "started", "succeeded", "rejected", "revoked", "retried")
 TASK_KINDS = (*ZERO_INITIALISED, "sent", "failed")
-NODE_CACHE = 4096  # node names remembered with their hostname label
 
 
 class TaskEvents:
@@ -72,13 +69,8 @@ class TaskEvents:
         self.queue_wait = HistogramTable(config.queue_wait_buckets)
         self.failed_runtime = HistogramTable(config.runtime_buckets)
         self._queue_by_name: dict[str, str] = {}
-        self.names = LabelCap(config.max_task_names)
-        self.hosts = LabelCap(config.max_workers)
-        self.producer_hosts = LabelCap(config.max_workers)
-        # A raw node name -> (node name, hostname label) for workers, -> label for producers:
-        # an event then costs one lookup, not a validation, a split and a cap check.
-        self._worker_nodes: dict[str, tuple[str, str]] = {}
-        self._producers: dict[str, str] = {}
+        self.labels = EventLabels(config)
+        self._worker_nodes = self.labels.worker_nodes  # the hot path's first try
         self.late_sends = LateSends(now)  # finished tasks whose task-sent may still come
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], float], None]]:
@@ -97,9 +89,7 @@ class TaskEvents:
 
     def forget_hosts(self, hosts: set[str]) -> None:
         """Drop the worker-side series of hosts no live worker has any more."""
-        for host in hosts:
-            self.hosts.release(host)
-        self._worker_nodes.clear()  # a released label may be refused later: ask the cap again
+        self.labels.release_hosts(hosts)
 
         def keep(labels: Labels) -> bool:
             return labels[1] not in hosts
@@ -127,17 +117,17 @@ class TaskEvents:
         return record
 
     def _name(self, record: TaskRecord, event: dict[str, Any]) -> None:
-        name = event.get("name")
-        if name is not None and record.name == UNKNOWN:
-            record.name = self.names.admit(label_text(name, "name"))
+        raw = event.get("name")
+        if raw is not None and record.name == UNKNOWN:
+            record.name = self.labels.name(raw)
 
     def task_sent(self, event: dict[str, Any], now: float) -> None:
         uuid = self._uuid(event)
         sent_at = timestamp_of(event, now)
         eta = eta_timestamp(event.get("eta"))
-        queue = event.get("queue") or event.get("routing_key")
-        queue = label_text(queue, "queue") if queue is not None else None
-        host = self._producer_host(event.get("hostname"))
+        raw = event.get("queue") or event.get("routing_key")
+        queue = None if raw is None else self.labels.queue(raw)
+        host = self.labels.producer_host(event.get("hostname"))
         self.late_sends.sends_seen = True
         record = self.tasks.get(uuid)
         if record is None and self.late_sends.tasks:
@@ -200,7 +190,7 @@ class TaskEvents:
         raw = event.get("hostname")
         known = self._worker_nodes.get(raw) if type(raw) is str else None
         if known is None:
-            known = self._worker_node(raw)
+            known = self.labels.worker_node(raw)
         nodename, host = known
         if record.name == UNKNOWN:
             self._name(record, event)
@@ -215,36 +205,6 @@ class TaskEvents:
         if kind != "failed":
             self.counts[kind][labels] += 1
         return uuid, record, labels
-
-    def _worker_node(self, raw: Any) -> tuple[str, str]:
-        """A worker's node name and its hostname label; remembered once the label is admitted
-        (an overflowed one is not, so that each event still counts its overflow)."""
-        nodename = label_text(raw, "hostname")
-        if self._config.generic_hostname_worker_task_metric:
-            host = GENERIC_HOSTNAME
-        else:
-            host = self.hosts.admit(host_of(nodename))
-            if host == OVERFLOW:
-                return nodename, host
-        if len(self._worker_nodes) >= NODE_CACHE:
-            self._worker_nodes.clear()  # node names churn (autoscaling): start afresh
-        self._worker_nodes[raw] = (nodename, host)
-        return nodename, host
-
-    def _producer_host(self, raw: Any) -> str:
-        """A producer's hostname label, remembered like _worker_node's."""
-        host = self._producers.get(raw) if type(raw) is str else None
-        if host is not None:
-            return host
-        nodename = label_text(raw, "hostname")
-        if self._config.generic_hostname_task_sent_metric:
-            return GENERIC_HOSTNAME  # not remembered: a cheap answer, and nodename is checked
-        host = self.producer_hosts.admit(host_of(nodename))
-        if host != OVERFLOW:
-            if len(self._producers) >= NODE_CACHE:
-                self._producers.clear()
-            self._producers[raw] = host
-        return host
 
     def _resolve_queue(self, name: str, nodename: str) -> str:
         """Where task-sent did not say: the worker's only queue, then the queue this task

@@ -202,11 +202,7 @@ class Tracker:
         evidence = self._broker_evidence()
         tasks = self.tasks
         with self._lock:
-            overflow = {
-                "task_name": tasks.names.overflowed,
-                "hostname": tasks.hosts.overflowed + tasks.producer_hosts.overflowed,
-                "worker": self.workers.overflowed,
-            }
+            overflow = {**tasks.labels.overflowed(), "worker": self.workers.overflowed}
             return Snapshot(
                 task_counts={kind: counts.copy() for kind, counts in tasks.counts.items()},
                 runtime=tasks.runtime.copy(),
