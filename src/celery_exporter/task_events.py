@@ -59,6 +59,7 @@ class TaskEvents:
         self._config = config
         self._worker_queues = worker_queues  # from the inspect poll; read-only here
         self.workers = workers
+        self._worker_records = workers.records  # read-only here
         self.holdings = holdings
         self.missed = missed
         self.queue_age = queue_age
@@ -201,7 +202,9 @@ class TaskEvents:
             self._initialised.add(labels)
             for zero_kind in ZERO_INITIALISED:
                 self.counts[zero_kind].setdefault(labels, 0)
-        self.workers.saw_task_event(nodename, now)
+        worker = self._worker_records.get(nodename)
+        if worker is None or not worker.task_events_seen:  # else it would do nothing
+            self.workers.saw_task_event(nodename, now)
         if kind != "failed":
             self.counts[kind][labels] += 1
         return uuid, record, labels
