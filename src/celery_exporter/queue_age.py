@@ -47,8 +47,6 @@ V = TypeVar("V")
 # Task events are batched (flushed about once a second) and heartbeats come every 2 s: a task
 # held this long before an idle heartbeat has had every chance to be reported started.
 IDLE_GRACE = 10.0
-# Tasks remembered after their wait ended, to know a late task-sent from a retry (~1 MB).
-RECENTLY_LEFT = 10_000
 
 
 @dataclass(slots=True)
@@ -59,7 +57,6 @@ class Waiting:
     expires: float | None
     holder: str | None = None  # the worker that prefetched it
     held_since: float = 0.0
-    unsent: bool = False  # known from task-received alone: its task-sent may still come
 
 
 class QueueAge:
@@ -70,7 +67,6 @@ class QueueAge:
         # for every queue, so an event costs a dict operation or two; per-queue passes are
         # made in prune() and ages(), off the hot path.
         self._tasks: dict[str, Waiting] = {}
-        self._left: dict[str, float] = {}  # uuid -> when it stopped waiting
         self._queue_seen: dict[str, float] = {}  # queue -> last time a task waited in it
         self._applied_read_at: float | None = None
         self._released: set[str] = set()  # workers whose holds were already given back
@@ -95,12 +91,10 @@ class QueueAge:
             # A producer's first task-sent goes out while its event connection opens, so it can
             # arrive after task-received: the task is held, and this gives its true send time
             # and queue (task-received has none; the tracker may have guessed it).
-            entry.ready_at, entry.unsent = min(entry.ready_at, ready), False
+            entry.ready_at = min(entry.ready_at, ready)
             entry.queue = queue
             return
-        left = self._left.get(uuid)
-        if left is not None and sent_at <= left:
-            return  # ...or even after the task started: it waits no more
+        # (One seen after the task started never comes here: the tracker knows it is late.)
         # A retry re-sends the same uuid after it started: it waits again from this send.
         self._add(uuid, Waiting(queue, ready, now, expires))
 
@@ -118,9 +112,7 @@ class QueueAge:
         if entry is None:
             # No task-sent seen (producers without task_send_sent_event, or forgotten on the
             # broker's evidence before this arrived): from the send if known, else from now.
-            entry = Waiting(queue, now, now, expires, unsent=True)
-            if sent_at is not None:
-                entry.ready_at, entry.unsent = sent_at, False
+            entry = Waiting(queue, now if sent_at is None else sent_at, now, expires)
             self._add(uuid, entry)
         if eta is not None and eta > entry.ready_at:
             entry.ready_at = eta
@@ -132,20 +124,15 @@ class QueueAge:
         if entry is not None:
             self._back_in_broker(uuid, entry, now)
 
-    def ended(self, uuid: str, at: float | None = None) -> None:
-        """The wait is over (at `at`, the sender's time, if known)."""
-        entry = self._tasks.pop(uuid, None)
-        if entry is not None and entry.unsent and at is not None:
-            # Its task-sent may yet arrive: remember when it stopped waiting, to ignore that.
-            self._left[uuid] = at
-            if len(self._left) > RECENTLY_LEFT:
-                self._left = _newest(self._left, RECENTLY_LEFT)
+    def ended(self, uuid: str) -> None:
+        """The wait is over."""
+        self._tasks.pop(uuid, None)
 
     def _add(self, uuid: str, entry: Waiting) -> None:
         self._tasks[uuid] = entry
         self._queue_seen[entry.queue] = entry.seen_at
         if len(self._tasks) > self.max_tasks:
-            self._tasks = _newest(self._tasks, self.max_tasks)
+            self._tasks = newest(self._tasks, self.max_tasks)
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now
@@ -278,7 +265,7 @@ class QueueAge:
         return oldest
 
 
-def _newest(table: dict[str, V], limit: int) -> dict[str, V]:
+def newest(table: dict[str, V], limit: int) -> dict[str, V]:
     """The newest 90% of `limit` entries of an insertion-ordered table. Trimming a tenth at a
     time keeps the cost per insertion constant; a plain dict is cheaper per event than an
     OrderedDict, but cannot drop its oldest entry one at a time."""

@@ -106,7 +106,7 @@ def test_batched_event_lists_are_unpacked_and_junk_in_them_is_counted() -> None:
     assert h.value("celery_exporter_event_errors_total", reason="not_a_dict") == 3
 
 
-def test_sent_arriving_after_the_worker_events_is_still_counted_without_a_wait() -> None:
+def test_sent_arriving_after_the_worker_events_is_counted_with_its_wait() -> None:
     h = Harness()
     h.feed(
         received("u1", "app.add", T0 + 0.1),
@@ -117,7 +117,9 @@ def test_sent_arriving_after_the_worker_events_is_still_counted_without_a_wait()
     assert h.task("sent", "app.add", hostname="web-1") == 1
     assert h.task("succeeded", "app.add") == 1
     labels = {"name": "app.add", "hostname": "worker-1", "queue_name": "celery"}
-    assert h.value("celery_task_queue_wait_time_count", **labels) is None
+    assert h.value("celery_task_queue_wait_time_count", **labels) == 1
+    assert h.value("celery_task_queue_wait_time_sum", **labels) == pytest.approx(0.2)
+    assert h.value("celery_exporter_tracked_tasks") == 0  # the late send left no record
 
 
 def test_retry_with_eta_does_not_count_the_countdown_as_waiting() -> None:
