@@ -243,7 +243,7 @@ class TaskEvents:
         self.queue_age.ended(uuid)
         if record.sent_at is not None:
             self._observe_wait(labels, record.sent_at, record.eta, started_at)
-        else:  # its task-sent may still come (published first, sent on another connection)
+        else:  # its task-sent may still come (the task is published first, task-sent after it)
             record.started_labels = labels
 
     def _observe_wait(

@@ -37,7 +37,7 @@ def test_task_outcomes_are_counted_exactly(
         return {"name": name, "hostname": HOST, "queue_name": queue}
 
     app = producer(broker_url)
-    # Celery publishes a task before its task-sent event, on another connection, so on a loaded
+    # Celery publishes a task before it sends the task-sent event, so on a loaded
     # machine a worker's task-received can reach the exporter first; the first task of a name
     # is then labelled from what was known (README, queue_name). Warm up every name once, then
     # measure the steady state as differences from a scrape taken after the warm-up.

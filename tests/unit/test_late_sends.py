@@ -1,5 +1,5 @@
 """A task-sent event that arrives after its task started or finished (Celery publishes the task
-before it sends task-sent on another connection): the queue wait is still observed once."""
+before it sends task-sent): the queue wait is still observed once."""
 
 from __future__ import annotations
 
