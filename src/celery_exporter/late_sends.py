@@ -1,10 +1,11 @@
 """The in-flight task record, and the memory of finished tasks whose task-sent may still come.
 
 Celery publishes a task before it sends its task-sent event, so on a loaded machine task-sent
-often arrives after the worker's task-started or even after the task finished. Such a late send is still the task's original send: its wait in the queue is observed
-then, under the labels the worker-side events used. A finished task whose send was not seen is
-remembered a while so that its late task-sent finds it, instead of starting a fresh in-flight
-record that nothing would ever end.
+often arrives after the worker's task-started or even after the task finished. Such a late send
+is still the task's original send: its wait in the queue is observed then, under the labels the
+worker-side events used. A finished task whose send was not seen is remembered a while so that
+its late task-sent finds it, instead of starting a fresh in-flight record that nothing would
+ever end.
 
 The memory is bounded (RECENTLY_FINISHED) and kept only while producers may send task-sent at
 all: once one was seen, or in the first minutes (the first send of a producer is the one most
