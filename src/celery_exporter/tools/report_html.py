@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import statistics
 from typing import Any
 
 from .report_text import sections
@@ -62,8 +63,10 @@ def chart(chart_id: str, title: str, lines: dict[str, list[list[float]]], start:
         f'<text x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 4}" text-anchor="end">{iso(end)}</text>',
     ]
     # Points are evenly spaced; a wider gap means intervals without data: lift the pen there.
+    # The median, not the smallest gap: the range's last, partial interval can end a moment
+    # after the one before it, and would make every ordinary gap look like missing data.
     gaps = [b[0] - a[0] for points in lines.values() for a, b in itertools.pairwise(points)]
-    spacing = min((g for g in gaps if g > 0), default=span)
+    spacing = statistics.median([g for g in gaps if g > 0] or [span])
     legend = []
     for i, (name, points) in enumerate(lines.items()):
         colour = COLOURS.get(name, PALETTE[i % len(PALETTE)])
