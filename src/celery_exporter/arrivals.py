@@ -80,6 +80,10 @@ class WorkerArrivals:
         self.wake.set()
         return True
 
+    def any_settled(self) -> bool:
+        """Whether settled() has nodes to return: a cheap look, for every event message."""
+        return bool(self._settled)
+
     def settled(self) -> list[str]:
         """Nodes whose asking ended (answered or given up) since the last call."""
         done = []

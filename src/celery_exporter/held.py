@@ -32,6 +32,7 @@ HOLDABLE = frozenset(
 )
 _DROPPED = frozenset({"args", "kwargs", "result", "traceback"})
 
+INF = float("inf")
 HeldEvent = tuple[dict[str, Any], float]  # the event, and the exporter clock when it came
 
 
@@ -53,12 +54,14 @@ class HeldEvents:
         self.max_events = max_events
         self.nodes: dict[str, _Hold] = {}  # empty almost always: the hot path checks only this
         self.count = 0
+        self._next_deadline = INF  # the earliest deadline of a hold in `nodes`
 
     def worker_appeared(self, node: str, now: float) -> None:
         """Have `node` asked for its queues, and hold its task events meanwhile (a hold already
         running keeps its deadline). Not held when too many workers wait to be asked."""
         if self.arrivals is not None and self.arrivals.appeared(node) and node not in self.nodes:
             self.nodes[node] = _Hold(deadline=now + self.hold_seconds)
+            self._next_deadline = min(self._next_deadline, now + self.hold_seconds)
 
     def take(self, event: dict[str, Any], now: float) -> bool:
         """Keep `event` if its worker is held; False: count it now."""
@@ -83,6 +86,12 @@ class HeldEvents:
     def due(self, now: float) -> list[HeldEvent]:
         """Ends the holds of settled workers, of those past their deadline, or of all when the
         count is reached; returns their events to count now, each worker's in arrival order."""
+        if (
+            now < self._next_deadline
+            and self.count < self.max_events
+            and (self.arrivals is None or not self.arrivals.any_settled())
+        ):
+            return []  # the tracker asks before every message while a hold runs: cheaply
         settled = self.arrivals.settled() if self.arrivals is not None else []
         ended = [node for node in settled if node in self.nodes]
         if self.count >= self.max_events:
@@ -96,4 +105,5 @@ class HeldEvents:
             events = self.nodes.pop(node).events
             self.count -= len(events)
             released += events
+        self._next_deadline = min((hold.deadline for hold in self.nodes.values()), default=INF)
         return released
