@@ -143,7 +143,17 @@ def sandbox_script(pod: Obj, container: Obj, mounts: dict[str, Path], scratch: P
             lines.append(f"mkdir -p {shlex.quote(mount_path)}")
     read_only = {m["mountPath"] for m in container.get("volumeMounts", []) if m.get("readOnly")}
     for mount_path, local in mounts.items():
-        lines.append(f"mount --bind {shlex.quote(str(local))} {shlex.quote(mount_path)}")
+        # A checkout or venv under a volume's path (a clone in /tmp, where the pod mounts its
+        # /tmp volume) would be hidden by it: bind the code into the volume's directory first,
+        # and carry that along (--rbind). The image has its code elsewhere; this is the test's.
+        for directory in code:
+            if directory.is_relative_to(mount_path):
+                nested = local / directory.relative_to(mount_path)
+                nested.mkdir(parents=True, exist_ok=True)
+                lines.append(
+                    f"mount --bind {shlex.quote(str(directory))} {shlex.quote(str(nested))}"
+                )
+        lines.append(f"mount --rbind {shlex.quote(str(local))} {shlex.quote(mount_path)}")
         if mount_path in read_only:
             lines.append(f"mount -o remount,bind,ro {shlex.quote(mount_path)}")
     for ancestor in overlaid:
