@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from tests.certs import Pki, make_pki
 from tests.exporter import ExporterProcess
 
 ExporterFactory = Callable[..., ExporterProcess]
@@ -50,3 +51,9 @@ def send(app: Celery, name: str, queue: str, times: int = 1, args: Sequence[obje
     with app.producer_or_acquire() as publisher:
         for _ in range(times):
             app.send_task(name, args=tuple(args), queue=queue, producer=publisher)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with server and client certificates, made at test time (tests/certs.py)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

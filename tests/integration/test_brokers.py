@@ -33,11 +33,6 @@ from .conftest import ExporterFactory
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 # ---- Redis over TLS ---------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import RabbitMQTlsServer
-from tests.certs import Pki, make_pki
+from tests.certs import Pki
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
 
@@ -28,11 +28,6 @@ from .broker_checks import (
 from .conftest import ExporterFactory
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import bcrypt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.certs import Pki, make_pki
+from tests.certs import Pki
 from tests.servers import REPO_ROOT, ServerError, free_port, terminate_pid, wait_for
 
 pytestmark = pytest.mark.integration
@@ -115,11 +115,6 @@ def write_web_config(directory: Path, pki: Pki | None, password_hash: str) -> Pa
     path = directory / "web-config.yml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
