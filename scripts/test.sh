@@ -38,6 +38,9 @@ fi
 for service in redis-server rabbitmq-server prometheus prometheus-alertmanager; do
   $sudo service "$service" stop >/dev/null 2>&1 || true
 done
+# rabbitmqctl (which the stop runs) starts an epmd daemon when none runs, and the node's epmd
+# outlives the node: stop it (epmd refuses while any node is still registered with it).
+command -v epmd >/dev/null 2>&1 && { epmd -kill >/dev/null 2>&1 || true; }
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
