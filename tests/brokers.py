@@ -280,12 +280,7 @@ class RabbitMQTlsServer(RabbitMQServer):
     @classmethod
     def start_tls(cls, tmp_dir: Path, pki: Pki, timeout: float = 90.0) -> RabbitMQTlsServer:
         server = cls(tmp_dir, pki)
-        try:
-            server._start_epmd()
-            server._launch(timeout)
-        except BaseException:
-            server.stop()
-            raise
+        server.boot(timeout)
         return server
 
     def add_vhost_user(self, vhost: str, user: str, password: str) -> None:

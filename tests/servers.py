@@ -206,13 +206,17 @@ class RabbitMQServer:
     @classmethod
     def start(cls, tmp_dir: Path, timeout: float = 60.0) -> RabbitMQServer:
         server = cls(tmp_dir)
-        try:
-            server._start_epmd()
-            server._launch(timeout)
-        except BaseException:
-            server.stop()
-            raise
+        server.boot(timeout)
         return server
+
+    def boot(self, timeout: float) -> None:
+        """Start epmd and the node; on any failure stop what did start."""
+        try:
+            self._start_epmd()
+            self._launch(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start_epmd(self) -> None:
         self.epmd = subprocess.Popen(

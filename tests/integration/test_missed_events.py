@@ -63,6 +63,25 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     wait_for(check, timeout, what, step=0.25)
 
 
+def assert_burst_counted_missed(
+    exporter: ExporterProcess, labels: dict[str, str], warmup: int, burst: int
+) -> None:
+    """The worker started warmup + burst tasks; the exporter saw the warm-up's task-started
+    events only. Once reconciled, missed is exactly the burst and stays so (settled)."""
+    total = warmup + burst
+    exporter.wait_value(PROCESSED, labels, lambda v: v == total, timeout=60)
+
+    def reconciled() -> bool:
+        missed = exporter.value(MISSED, **labels)
+        return missed is not None and missed > 0 and missed == total - started_counted(exporter)
+
+    wait_until(reconciled, 60, "missed == started by the worker - started events counted")
+    assert exporter.value(MISSED, **labels) == burst
+    assert started_counted(exporter) == warmup
+    wait_heartbeats(exporter, 3)
+    assert exporter.value(MISSED, **labels) == burst  # settled: no more, no less
+
+
 def test_a_clean_run_of_thousands_of_tasks_reads_zero_missed(
     redis_url: str,
     worker_factory: WorkerFactory,
@@ -144,22 +163,11 @@ def test_events_lost_while_redis_dropped_the_exporter_are_counted_missed(
         finally:
             os.kill(exporter.proc.pid, signal.SIGCONT)
 
-        total = warmup + burst
         exporter.wait_value(
             "celery_exporter_broker_reconnects_total", {}, lambda v: (v or 0) >= 1, timeout=60
         )
-        exporter.wait_value(PROCESSED, labels, lambda v: v == total, timeout=60)
-
-        def reconciled() -> bool:
-            missed = exporter.value(MISSED, **labels)
-            return missed is not None and missed > 0 and missed == total - started_counted(exporter)
-
-        wait_until(reconciled, 60, "missed == started by the worker - started events counted")
         # Every task-started of the burst went out while the exporter was disconnected.
-        assert exporter.value(MISSED, **labels) == burst
-        assert started_counted(exporter) == warmup
-        wait_heartbeats(exporter, 3)
-        assert exporter.value(MISSED, **labels) == burst  # settled: no more, no less
+        assert_burst_counted_missed(exporter, labels, warmup, burst)
     finally:
         client.close()
         server.stop()
@@ -229,16 +237,5 @@ def test_events_expired_by_the_rabbitmq_event_ttl_are_counted_missed(
     finally:
         os.kill(exporter.proc.pid, signal.SIGCONT)
 
-    total = warmup + burst
-    exporter.wait_value(PROCESSED, labels, lambda v: v == total, timeout=60)
-
-    def reconciled() -> bool:
-        missed = exporter.value(MISSED, **labels)
-        return missed is not None and missed > 0 and missed == total - started_counted(exporter)
-
-    wait_until(reconciled, 60, "missed == started by the worker - started events counted")
     # Every task-started of the burst waited behind the filler and expired.
-    assert exporter.value(MISSED, **labels) == burst
-    assert started_counted(exporter) == warmup
-    wait_heartbeats(exporter, 3)
-    assert exporter.value(MISSED, **labels) == burst
+    assert_burst_counted_missed(exporter, labels, warmup, burst)
