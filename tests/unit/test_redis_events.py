@@ -15,7 +15,7 @@ from kombu.compression import compress
 from kombu.connection import Connection
 from kombu.serialization import dumps, prepare_accept_content
 
-from celery_exporter.redis_events import RedisEventReader, topic_for
+from celery_exporter.redis_events import JSON, ParsedReplies, RedisEventReader, topic_for
 
 EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1", "timestamp": 1.0}
 
@@ -118,3 +118,67 @@ def test_topic_is_the_one_kombu_publishes_fanout_messages_to(
     prefix: str, patterns: bool, topic: str
 ) -> None:
     assert topic_for(FanoutOptions(prefix, patterns), "celeryev") == topic
+
+
+def resp3_push(*items: bytes) -> bytes:
+    """One RESP3 push reply, as Redis sends a pub/sub message to a RESP3 client."""
+    return f">{len(items)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(item), item) for item in items
+    )
+
+
+def hiredis_replies(data: bytes, pushed: list[Any] | None = None) -> ParsedReplies:
+    """A hiredis reader that has read `data` from the socket, as redis-py configures it;
+    push replies other than messages go to `pushed`."""
+    import hiredis
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+
+    reader = hiredis.Reader(notEnoughData=NOT_ENOUGH_DATA)
+    reader.feed(data)
+    on_push = (pushed if pushed is not None else []).append
+    return ParsedReplies(reader.gets, NOT_ENOUGH_DATA, hiredis.PushNotification, on_push)
+
+
+def test_replies_already_parsed_are_all_handed_over_in_order(conn: Connection) -> None:
+    reader, got = reader_for(conn)
+    second = {**EVENT, "hostname": "celery@w2"}
+    subscribed = b">3\r\n$10\r\npsubscribe\r\n$13\r\n/0.celeryev/*\r\n:1\r\n"
+    data = (
+        subscribed
+        + resp3_push(*pmessage(envelope(conn, EVENT)))
+        + resp3_push(*pmessage(b"not json"))
+        + resp3_push(*pmessage(envelope(conn, [second, EVENT])))
+    )
+    whole = resp3_push(*pmessage(envelope(conn, second)))
+    data += whole[: len(whole) // 2]  # half a reply: the rest is still on the socket
+    pushed: list[Any] = []
+    reader._take_buffered(hiredis_replies(data, pushed))
+    assert got.bodies == [EVENT, [second, EVENT]]
+    assert got.errors == ["undecodable"]
+    assert pushed == [[b"psubscribe", b"/0.celeryev/*", 1]]  # to redis-py, as read_response
+
+
+def test_an_error_reply_in_the_buffer_is_raised_as_read_response_does(conn: Connection) -> None:
+
+    reader, got = reader_for(conn)
+    data = resp3_push(*pmessage(envelope(conn, EVENT))) + b"-ERR something broke\r\n"
+    with pytest.raises(Exception, match="something broke"):
+        reader._take_buffered(hiredis_replies(data))
+    assert got.bodies == [EVENT]  # what came before the error was handed over
+
+
+def test_base64_bodies_decode_as_kombu_decodes_them(conn: Connection) -> None:
+    # kombu decodes base64 leniently (binascii): characters outside the alphabet are skipped.
+    import base64
+
+    reader, got = reader_for(conn)
+    body = base64.b64encode(json.dumps(EVENT).encode()).decode()
+    for text in (body, body[:8] + "\n" + body[8:]):
+        message = {
+            "body": text,
+            "content-type": JSON,
+            "headers": {},
+            "properties": {"body_encoding": "base64"},
+        }
+        reader._handle(pmessage(json.dumps(message).encode()))
+    assert got.bodies == [EVENT, EVENT] and got.errors == []
