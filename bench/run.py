@@ -249,6 +249,10 @@ def fmt_rate(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.0f}"
 
 
+def fmt_us(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
 def fmt_ms(value: float | None) -> str:
     if value is not None and math.isinf(value):
         return "no answer"  # the scrape timed out
@@ -294,7 +298,7 @@ def rows_for(results: list[ConsumerResult]) -> list[tuple[str, list[str], list[f
     rss = collect(lambda r: r.memory.samples[-1][1] if r.memory else r.rss_end)
     return [
         ("drain rate (events/s)", [fmt_rate(v) for v in drain_rate], drain_rate),
-        ("drain CPU per event (µs)", [fmt_rate(v) for v in cpu], cpu),
+        ("drain CPU per event (µs)", [fmt_us(v) for v in cpu], cpu),
         ("drain lost events", [str(r.drain.lost if r.drain else "-") for r in results], []),
         ("drain rate, scraped 4x/s (events/s)", [fmt_rate(v) for v in scraped], scraped),
         ("sustained live rate, no loss (events/s)", [live_cell(r) for r in results], live),
