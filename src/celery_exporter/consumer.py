@@ -120,7 +120,7 @@ class EventConsumer:
             reader = RedisEventReader(
                 conn,
                 exchange,
-                self._tracker.record_message,
+                self._tracker.record_messages,
                 self._tracker.record_error,
                 self._accept,
             )

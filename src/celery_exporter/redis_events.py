@@ -114,25 +114,27 @@ def uses_direct_reader(conn: Connection) -> bool:
 
 
 class RedisEventReader:
-    """Subscribes the event topic on kombu's channel and hands each decoded body over.
+    """Subscribes the event topic on kombu's channel and hands the decoded bodies over.
 
-    `on_body` gets an event dict or a list of them (a prefork worker's `task.multi`);
-    `on_error` gets the reason of a message that could not be decoded. Both are called from
-    the thread that calls `drain`.
+    `on_bodies` gets the bodies of the messages one socket read brought, in order, each an
+    event dict or a list of them (a prefork worker's `task.multi`): one call per read, not per
+    message, so the tracker takes its lock once for all of them. `on_error` gets the reason
+    of a message that could not be decoded. Both are called from the thread that calls
+    `drain`.
     """
 
     def __init__(
         self,
         conn: Connection,
         exchange: str,
-        on_body: Callable[[Any], None],
+        on_bodies: Callable[[list[Any]], None],
         on_error: Callable[[str], None],
         accept: set[str] | None = None,
     ) -> None:
         self._channel: Any = conn.default_channel  # connects (and PINGs) now
         self._accept = accept  # content types kombu may decode (--accept-content)
         self._exchange = exchange
-        self._on_body = on_body
+        self._on_bodies = on_bodies
         self._on_error = on_error
         self._pubsub: Any = None
         self._connection: Any = None
@@ -154,7 +156,6 @@ class RedisEventReader:
 
         connection = self._connection
         read = connection.read_response
-        handle = self._handle
         deadline = time.monotonic() + timeout
         self._pubsub.check_health()  # a PING now and then, as kombu's poller sends
         # After check_health, which may have connected again (and so made a new reader).
@@ -162,11 +163,19 @@ class RedisEventReader:
         try:
             while True:
                 for _ in range(CLOCK_EVERY):
-                    # The timeout only applies when the parser's buffer is empty: a quiet
-                    # socket ends this call, a busy one never waits on it.
-                    handle(read(timeout=timeout, disconnect_on_error=False, push_request=True))
-                    if buffered is not None:
-                        self._take_buffered(buffered)
+                    bodies: list[Any] = []
+                    try:
+                        # The timeout only applies when the parser's buffer is empty: a quiet
+                        # socket ends this call, a busy one never waits on it.
+                        self._take(
+                            read(timeout=timeout, disconnect_on_error=False, push_request=True),
+                            bodies,
+                        )
+                        if buffered is not None:
+                            self._take_buffered(buffered, bodies)
+                    finally:  # what was read before an error is handed over all the same
+                        if bodies:
+                            self._on_bodies(bodies)
                 if time.monotonic() >= deadline:
                     return
         except redis.TimeoutError:
@@ -176,34 +185,33 @@ class RedisEventReader:
                 raise SubscriptionDropped(str(exc)) from exc
             raise
 
-    def _take_buffered(self, buffered: ParsedReplies) -> None:
+    def _take_buffered(self, buffered: ParsedReplies, bodies: list[Any]) -> None:
         """Every reply hiredis has already parsed, each as read_response would return it."""
-        handle = self._handle
+        take = self._take
         gets, none_left, push_type, on_push = buffered
         reply = gets()
         while reply is not none_left:
-            if isinstance(reply, list) and reply and reply[0] == b"pmessage":
-                handle(reply)
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 raise reply  # a connection or reply error: read_response raises it too
-            elif isinstance(reply, push_type):
+            if isinstance(reply, push_type) and reply and reply[0] != b"pmessage":
                 # Subscribe confirmations, and redis-py's own notices (a server's maintenance
                 # or move notices): its parser's push handling decides, as in read_response.
                 on_push(reply)
+            else:
+                take(reply, bodies)  # a message; anything else is passed over there
             reply = gets()
 
-    def _handle(self, response: Any) -> None:
+    def _take(self, reply: Any, bodies: list[Any]) -> None:
+        """The body of a message, decoded onto `bodies`; any other reply is passed over."""
         # [b"pmessage", pattern, channel, data], a list (RESP2) or a push reply (RESP3, which
         # redis-py 8 speaks by default; push_request=True returns it instead of swallowing
         # it). Subscribe confirmations and PING replies are the only other replies here.
-        if not isinstance(response, list) or response[0] != b"pmessage":
+        if not isinstance(reply, list) or not reply or reply[0] != b"pmessage":
             return
         try:
-            body = self._decode(response[3])
+            bodies.append(self._decode(reply[3]))
         except Exception:  # the guard around one message: count it and go on
             self._on_error("undecodable")
-            return
-        self._on_body(body)
 
     def _decode(self, data: bytes) -> Any:
         envelope = loads(data)

@@ -31,7 +31,7 @@ def drain_backlog(redis_url: str) -> tuple[list[Any], list[str], list[Any], bool
     events = [{"type": "worker-heartbeat", "hostname": f"celery@w{i}"} for i in range(EVENTS)]
     expected: list[Any] = [[e, e] if i % 100 == 0 else e for i, e in enumerate(events)]
     with Connection(redis_url) as conn:
-        reader = RedisEventReader(conn, "celeryev", bodies.append, errors.append)
+        reader = RedisEventReader(conn, "celeryev", bodies.extend, errors.append)
         reader.subscribe()
         fast = parsed_replies(reader._connection) is not None
         channel: Any = conn.default_channel

@@ -39,7 +39,7 @@ def reader_for(
     conn: Connection, accept: set[str] | None = None
 ) -> tuple[RedisEventReader, Collected]:
     got = Collected()
-    reader = RedisEventReader(conn, "celeryev", got.bodies.append, got.errors.append, accept)
+    reader = RedisEventReader(conn, "celeryev", got.bodies.extend, got.errors.append, accept)
     return reader, got
 
 
@@ -55,23 +55,31 @@ def envelope(conn: Connection, body: Any, serializer: str = "json", **options: A
     return json.dumps(message).encode()
 
 
+def handle(reader: RedisEventReader, reply: Any) -> None:
+    """What the reader does with one reply read_response returned."""
+    bodies: list[Any] = []
+    reader._take(reply, bodies)
+    if bodies:
+        reader._on_bodies(bodies)
+
+
 def pmessage(data: bytes) -> list[bytes]:
     return [b"pmessage", b"/0.celeryev/*", b"/0.celeryev/worker.heartbeat", data]
 
 
 def test_json_events_and_prefork_batches_are_decoded(conn: Connection) -> None:
     reader, got = reader_for(conn)
-    reader._handle(pmessage(envelope(conn, EVENT)))
-    reader._handle(pmessage(envelope(conn, [EVENT, EVENT])))
+    handle(reader, pmessage(envelope(conn, EVENT)))
+    handle(reader, pmessage(envelope(conn, [EVENT, EVENT])))
     assert got.bodies == [EVENT, [EVENT, EVENT]]
     assert got.errors == []
 
 
 def test_replies_that_are_not_messages_are_ignored(conn: Connection) -> None:
     reader, got = reader_for(conn)
-    reader._handle([b"psubscribe", b"/0.celeryev/*", 1])
-    reader._handle([b"pong", b"redis-py-health-check"])
-    reader._handle(b"OK")
+    handle(reader, [b"psubscribe", b"/0.celeryev/*", 1])
+    handle(reader, [b"pong", b"redis-py-health-check"])
+    handle(reader, b"OK")
     assert got.bodies == [] and got.errors == []
 
 
@@ -82,25 +90,25 @@ def test_replies_that_are_not_messages_are_ignored(conn: Connection) -> None:
 )
 def test_undecodable_messages_are_counted_and_skipped(conn: Connection, data: bytes) -> None:
     reader, got = reader_for(conn)
-    reader._handle(pmessage(data))
-    reader._handle(pmessage(envelope(conn, EVENT)))
+    handle(reader, pmessage(data))
+    handle(reader, pmessage(envelope(conn, EVENT)))
     assert got.errors == ["undecodable"]
     assert got.bodies == [EVENT]
 
 
 def test_compressed_json_goes_through_kombu(conn: Connection) -> None:
     reader, got = reader_for(conn)
-    reader._handle(pmessage(envelope(conn, EVENT, compression="zlib")))
+    handle(reader, pmessage(envelope(conn, EVENT, compression="zlib")))
     assert got.bodies == [EVENT]
 
 
 def test_pickle_only_where_accepted(conn: Connection) -> None:
     default, default_got = reader_for(conn, prepare_accept_content(["json"]))
     pickled = pmessage(envelope(conn, EVENT, serializer="pickle"))
-    default._handle(pickled)
+    handle(default, pickled)
     assert default_got.errors == ["undecodable"]
     accepting, accepting_got = reader_for(conn, prepare_accept_content(["json", "pickle"]))
-    accepting._handle(pickled)
+    handle(accepting, pickled)
     assert accepting_got.bodies == [EVENT]
 
 
@@ -152,7 +160,7 @@ def test_replies_already_parsed_are_all_handed_over_in_order(conn: Connection) -
     whole = resp3_push(*pmessage(envelope(conn, second)))
     data += whole[: len(whole) // 2]  # half a reply: the rest is still on the socket
     pushed: list[Any] = []
-    reader._take_buffered(hiredis_replies(data, pushed))
+    reader._take_buffered(hiredis_replies(data, pushed), got.bodies)
     assert got.bodies == [EVENT, [second, EVENT]]
     assert got.errors == ["undecodable"]
     assert pushed == [[b"psubscribe", b"/0.celeryev/*", 1]]  # to redis-py, as read_response
@@ -163,7 +171,7 @@ def test_an_error_reply_in_the_buffer_is_raised_as_read_response_does(conn: Conn
     reader, got = reader_for(conn)
     data = resp3_push(*pmessage(envelope(conn, EVENT))) + b"-ERR something broke\r\n"
     with pytest.raises(Exception, match="something broke"):
-        reader._take_buffered(hiredis_replies(data))
+        reader._take_buffered(hiredis_replies(data), got.bodies)
     assert got.bodies == [EVENT]  # what came before the error was handed over
 
 
@@ -180,5 +188,5 @@ def test_base64_bodies_decode_as_kombu_decodes_them(conn: Connection) -> None:
             "headers": {},
             "properties": {"body_encoding": "base64"},
         }
-        reader._handle(pmessage(json.dumps(message).encode()))
+        handle(reader, pmessage(json.dumps(message).encode()))
     assert got.bodies == [EVENT, EVENT] and got.errors == []
