@@ -9,6 +9,7 @@ read_response, and with the redis-py and hiredis this project installs, the fast
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -19,8 +20,10 @@ from kombu.messaging import Producer
 
 from celery_exporter import redis_events
 from celery_exporter.redis_events import RedisEventReader, parsed_replies, topic_for
+from tests.servers import wait_for
 
 EVENTS = 3000
+EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1"}
 
 
 def drain_backlog(redis_url: str) -> tuple[list[Any], list[str], list[Any], bool]:
@@ -64,3 +67,40 @@ def test_without_hiredis_replies_every_message_comes_through_read_response(
     bodies, errors, expected, _ = drain_backlog(redis_url)
     assert bodies == expected
     assert errors == ["undecodable"]
+
+
+def test_a_steady_trickle_of_events_does_not_hold_the_reader_past_its_deadline(
+    redis_url: str,
+) -> None:
+    # The event thread's housekeeping (worker expiry, held events, health checks) runs
+    # between drains; an event every 0.1 s must not keep one drain going for hundreds of them.
+    stop = threading.Event()
+    bodies: list[Any] = []
+    published: list[int] = []
+    with Connection(redis_url) as conn:
+        reader = RedisEventReader(conn, "celeryev", bodies.extend, print)
+        reader.subscribe()
+        channel: Any = conn.default_channel
+        exchange = get_exchange(conn)
+        exchange(channel).declare()
+
+        def trickle() -> None:
+            with Connection(redis_url) as publisher_conn:
+                producer = Producer(publisher_conn.default_channel, exchange=exchange)
+                while not stop.wait(0.1):
+                    producer.publish(EVENT, routing_key="worker.heartbeat", serializer="json")
+                    published.append(1)
+
+        publisher = threading.Thread(target=trickle, daemon=True)
+        publisher.start()
+        try:
+            wait_for(lambda: len(published) >= 2, 10, "the trickle to start")
+            started = time.monotonic()
+            reader.drain(0.5)
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            publisher.join(5)
+            reader._pubsub.close()
+    assert took < 3.0, f"one drain(0.5) took {took:.1f}s"
+    assert len(bodies) >= 3
