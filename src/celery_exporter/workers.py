@@ -59,6 +59,8 @@ class WorkerTable:
         self.max_workers = max_workers
         self.records: dict[str, WorkerRecord] = {}
         self.overflowed = 0
+        # Departed workers (said goodbye), the longest gone first: who gives way to a new one.
+        self._departed: dict[str, None] = {}
         self._evicted: list[WorkerRecord] = []  # handed to the tracker by the next expire()
 
     def _record(self, nodename: str, now: float) -> WorkerRecord | None:
@@ -87,6 +89,7 @@ class WorkerTable:
             log.info("worker %s is back", nodename)
         record.last_seen = record.last_heartbeat = now
         record.offline_at = None
+        self._departed.pop(nodename, None)
         # The wake-up heartbeat a monitor asks for carries no active/processed: keep the last.
         if active is not None:
             record.active = active
@@ -99,11 +102,10 @@ class WorkerTable:
         """Make room for a new worker by forgetting the one that said goodbye longest ago: a
         live worker's series matter more than a departed one's last counts (churn faster than
         --purge-offline-worker-metrics, or the purge disabled)."""
-        departed = [r for r in self.records.values() if r.offline_at is not None]
-        if not departed:
+        if not self._departed:
             return False
-        oldest = min(departed, key=lambda r: r.last_seen)
-        del self.records[oldest.worker]
+        oldest = self.records.pop(next(iter(self._departed)))
+        del self._departed[oldest.worker]
         self._evicted.append(oldest)
         log.info("worker %s forgotten to make room (--max-workers)", oldest.worker)
         return True
@@ -139,6 +141,8 @@ class WorkerTable:
         record = self.records.get(nodename)
         if record is not None:
             record.offline_at = record.last_seen = now
+            self._departed.pop(nodename, None)
+            self._departed[nodename] = None  # to the newest end
             log.info("worker %s went offline (clean shutdown)", nodename)
 
     def saw_task_event(self, nodename: str, now: float) -> None:
@@ -186,6 +190,7 @@ class WorkerTable:
         gone = [r for r in self.records.values() if self._purgeable(r, now)]
         for record in gone:
             del self.records[record.worker]
+            self._departed.pop(record.worker, None)
             log.info(
                 "worker %s purged after %.0fs without a heartbeat",
                 record.worker,

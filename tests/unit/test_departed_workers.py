@@ -155,6 +155,23 @@ def test_with_the_purge_disabled_a_departed_worker_gives_way_to_a_new_one() -> N
     assert h.value("celery_worker_up", hostname="b", worker="celery@b") == 0  # silent, kept
 
 
+def test_the_worker_that_departed_longest_ago_gives_way_and_one_back_does_not() -> None:
+    h = Harness(max_workers=3)
+    for node in ("celery@a", "celery@b", "celery@c"):
+        h.feed(heartbeat(node, T0, processed=1))
+    h.feed(heartbeat("celery@b", T0 + 1, kind="worker-offline"))
+    h.feed(heartbeat("celery@a", T0 + 2, kind="worker-offline"))
+    h.feed(heartbeat("celery@c", T0 + 3, kind="worker-offline"))
+    h.feed(heartbeat("celery@c", T0 + 4, processed=1, kind="worker-online"))  # back: stays
+    h.feed(heartbeat("celery@d", T0 + 5, processed=1))
+    h.feed(heartbeat("celery@e", T0 + 5, processed=1))
+    h.tracker.expire()
+    assert set(h.tracker.workers.records) == {"celery@c", "celery@d", "celery@e"}
+    h.feed(heartbeat("celery@f", T0 + 6, processed=1))  # nobody departed: refused
+    assert set(h.tracker.workers.records) == {"celery@c", "celery@d", "celery@e"}
+    assert h.value("celery_exporter_cardinality_overflow_total", label="worker") == 1
+
+
 def test_a_silent_worker_still_reads_down_until_the_purge() -> None:
     h = Harness(worker_timeout=60, purge_offline_worker_metrics=3600)
     busy_worker(h)
