@@ -138,8 +138,12 @@ class WorkerTable:
 
     def offline(self, event: dict[str, Any], now: float) -> None:
         nodename = label_text(event.get("hostname"), "hostname")
+        processed = int_field(event, "processed")
         record = self.records.get(nodename)
         if record is not None:
+            # Celery's goodbye carries the final count: the counter stays at that.
+            if processed is not None and record.last_heartbeat is not None:
+                self._track_processed(record, processed, now)
             record.offline_at = record.last_seen = now
             self._departed.pop(nodename, None)
             self._departed[nodename] = None  # to the newest end

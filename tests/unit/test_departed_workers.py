@@ -81,6 +81,14 @@ def test_goodbye_keeps_the_counters_and_drops_every_gauge() -> None:
     assert h.task("received", "app.add") == 1
 
 
+def test_the_goodbye_carries_the_final_processed_count() -> None:
+    h = Harness()
+    h.feed(heartbeat(WORKER, T0, processed=10, kind="worker-online"))
+    h.feed(heartbeat(WORKER, T0 + 1, active=0, processed=13, kind="worker-offline"))
+    assert h.value(PROCESSED, **LABELS) == 13
+    assert h.value("celery_worker_up", **LABELS) is None
+
+
 def test_goodbye_then_hello_of_the_same_process_continues_every_counter() -> None:
     """A consumer restarting with the broker (a Sentinel failover): the process lives on."""
     h = Harness(worker_timeout=60, purge_offline_worker_metrics=3600)
