@@ -82,9 +82,10 @@ def gauge_absent_without_goodbye(samples: Samples, worker: str, log: str) -> lis
 def watch_failover(
     exporter: ExporterProcess, sentinels: Sentinels, worker: str, previous: Samples
 ) -> Samples:
-    """Scrape through a failover (the master already stopped) until the exporter is back on
-    the new master: no counter sample may fall or go missing, at any scrape."""
+    """Stop the master and scrape through the failover until the exporter is back on the new
+    master: no counter sample may fall or go missing, at any scrape."""
     old_master, seen_down = sentinels.master_port(), False
+    sentinels.master.stop()
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline, f"no failover seen\n{exporter.log}"
@@ -170,7 +171,6 @@ def test_redis_sentinel_events_queue_lengths_and_a_failover_under_load(
         worker_key = frozenset({"hostname": host, "worker": worker.hostname}.items())
         for counter in ("celery_worker_tasks_processed", "celery_exporter_task_events_missed"):
             assert (f"{counter}_total", worker_key) in previous, counter  # held to strictness
-        sentinels.master.stop()
         previous = watch_failover(exporter, sentinels, worker.hostname, previous)
         sent_during = load.sent
         wait_for(lambda: load.sent > sent_during + 20, 30, "the load to reach the new master")
