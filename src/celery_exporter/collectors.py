@@ -95,8 +95,10 @@ class TrackerCollector(SeriesCollector):
         yield family
 
     def _workers(self, workers: list[WorkerView]) -> Iterator[Series]:
+        """Per-worker series from heartbeats. A departed worker (it said goodbye) keeps only
+        its counter: gauges would make alerts on them see a clean shutdown as trouble."""
         f = self._factory
-        gauges = {
+        families = {
             name: f.new(name)
             for name in (
                 "worker_up",
@@ -110,39 +112,42 @@ class TrackerCollector(SeriesCollector):
         }
         for w in workers:
             labels = f.labels((w.hostname, w.worker))
-            values = {
-                "worker_up": 1.0 if w.up else 0.0,
-                "worker_tasks_active": w.active if w.up else 0,
-                "worker_last_heartbeat_timestamp_seconds": w.last_heartbeat,
-                "worker_tasks_processed": w.processed,
-                "worker_task_events_enabled": (
-                    None if w.task_events_enabled is None else float(w.task_events_enabled)
-                ),
-            }
+            values: dict[str, float | None] = {"worker_tasks_processed": w.processed_total}
+            if not w.departed:
+                values["worker_up"] = 1.0 if w.up else 0.0
+                values["worker_tasks_active"] = w.active if w.up else 0
+                values["worker_last_heartbeat_timestamp_seconds"] = w.last_heartbeat
+                if w.task_events_enabled is not None:
+                    values["worker_task_events_enabled"] = float(w.task_events_enabled)
             for name, value in values.items():
-                if name in gauges and value is not None:
-                    gauges[name].add_metric(labels, value)
-            if "worker_loadavg" in gauges and w.loadavg is not None:
+                if name in families and value is not None:
+                    families[name].add_metric(labels, value)
+            if "worker_loadavg" in families and w.loadavg is not None and not w.departed:
                 for period, load in zip(LOADAVG_PERIODS, w.loadavg, strict=True):
-                    gauges["worker_loadavg"].add_metric(
+                    families["worker_loadavg"].add_metric(
                         f.labels((w.hostname, w.worker, period)), load
                     )
-        yield from gauges.values()
+        yield from families.values()
 
     def _held_and_missed(self, snap: Snapshot) -> Iterator[Series]:
-        """Prefetched and scheduled tasks and missed task events, per worker shown."""
+        """Prefetched and scheduled tasks (gauges: not for a departed worker) and missed task
+        events (a counter: kept for a departed worker until it is purged), per worker."""
         f = self._factory
         names = ("worker_tasks_prefetched", "worker_tasks_scheduled", "exporter_task_events_missed")
         families = {name: f.new(name) for name in names if f.enabled(name)}
         for w in snap.workers:
             labels = f.labels((w.hostname, w.worker))
-            # A worker that is down holds nothing we can vouch for: its messages go back.
-            prefetched, scheduled = snap.holdings.get(w.worker, (0, 0)) if w.up else (0, 0)
-            for name, value in (
-                ("worker_tasks_prefetched", prefetched),
-                ("worker_tasks_scheduled", scheduled),
-                ("exporter_task_events_missed", snap.missed.get(w.worker)),
-            ):
+            values: list[tuple[str, int | None]] = [
+                ("exporter_task_events_missed", snap.missed.get(w.worker))
+            ]
+            if not w.departed:
+                # A worker that is down holds nothing we can vouch for: its messages go back.
+                prefetched, scheduled = snap.holdings.get(w.worker, (0, 0)) if w.up else (0, 0)
+                values += [
+                    ("worker_tasks_prefetched", prefetched),
+                    ("worker_tasks_scheduled", scheduled),
+                ]
+            for name, value in values:
                 if name in families and value is not None:
                     families[name].add_metric(labels, value)
         yield from families.values()

@@ -144,7 +144,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "worker_tasks_processed",
         "counter",
-        "Tasks the worker has processed since it started, from its heartbeats.",
+        "Tasks the worker has processed (started), from its heartbeats; a restart under the "
+        "same node name continues the count.",
         WORKER_LABELS,
     ),
     MetricSpec(

@@ -1,7 +1,9 @@
 """Worker state from worker-* events: liveness, heartbeat payload, whether task events are on.
 
 Liveness is computed from the exporter's own clock at read time, so a worker killed with
-SIGKILL (which sends no worker-offline) reads down once --worker-timeout passes. Owned by the
+SIGKILL (which sends no worker-offline) reads down once --worker-timeout passes. A worker that
+says goodbye (worker-offline) is departed: its gauges go at once (it is gone on purpose, not
+down), its counters stay, no lower, until the purge, and continue if it comes back. Owned by the
 tracker and written only from the event thread.
 """
 
@@ -29,6 +31,7 @@ class WorkerRecord:
     offline_at: float | None = None  # set by worker-offline (a clean shutdown)
     active: int | None = None
     processed: int | None = None
+    processed_before_restarts: int = 0  # summed `processed` of earlier lives under this name
     processed_at_start: int | None = None
     processed_grew_at: float | None = None
     loadavg: tuple[float, float, float] | None = None
@@ -43,9 +46,10 @@ class WorkerView:
     up: bool
     last_heartbeat: float | None
     active: int | None
-    processed: int | None
+    processed_total: int | None  # a counter: never lower while the worker is tracked
     loadavg: tuple[float, float, float] | None
     task_events_enabled: bool | None  # None: not known yet
+    departed: bool = False  # said goodbye (worker-offline): only its counters are reported
 
 
 class WorkerTable:
@@ -55,11 +59,14 @@ class WorkerTable:
         self.max_workers = max_workers
         self.records: dict[str, WorkerRecord] = {}
         self.overflowed = 0
+        # Departed workers (said goodbye), the longest gone first: who gives way to a new one.
+        self._departed: dict[str, None] = {}
+        self._evicted: list[WorkerRecord] = []  # handed to the tracker by the next expire()
 
     def _record(self, nodename: str, now: float) -> WorkerRecord | None:
         record = self.records.get(nodename)
         if record is None:
-            if len(self.records) >= self.max_workers:
+            if len(self.records) >= self.max_workers and not self._evict_departed():
                 self.overflowed += 1
                 return None
             record = WorkerRecord(worker=nodename, hostname=host_of(nodename), last_seen=now)
@@ -82,6 +89,7 @@ class WorkerTable:
             log.info("worker %s is back", nodename)
         record.last_seen = record.last_heartbeat = now
         record.offline_at = None
+        self._departed.pop(nodename, None)
         # The wake-up heartbeat a monitor asks for carries no active/processed: keep the last.
         if active is not None:
             record.active = active
@@ -90,8 +98,25 @@ class WorkerTable:
         if processed is not None:
             self._track_processed(record, processed, now)
 
+    def _evict_departed(self) -> bool:
+        """Make room for a new worker by forgetting the one that said goodbye longest ago: a
+        live worker's series matter more than a departed one's last counts (churn faster than
+        --purge-offline-worker-metrics, or the purge disabled)."""
+        if not self._departed:
+            return False
+        oldest = self.records.pop(next(iter(self._departed)))
+        del self._departed[oldest.worker]
+        self._evicted.append(oldest)
+        log.info("worker %s forgotten to make room (--max-workers)", oldest.worker)
+        return True
+
     def _track_processed(self, record: WorkerRecord, processed: int, now: float) -> None:
-        if record.processed_at_start is None or processed < (record.processed or 0):
+        restarted = record.processed is not None and processed < record.processed
+        if restarted:
+            # A new process under the same name counts from 0 again; the exported counter
+            # goes on from where the last one stopped instead of falling.
+            record.processed_before_restarts += record.processed or 0
+        if record.processed_at_start is None or restarted:
             # First sight, or the worker restarted under the same name.
             record.processed_at_start = processed
             record.processed_grew_at = None
@@ -113,9 +138,15 @@ class WorkerTable:
 
     def offline(self, event: dict[str, Any], now: float) -> None:
         nodename = label_text(event.get("hostname"), "hostname")
+        processed = int_field(event, "processed")
         record = self.records.get(nodename)
         if record is not None:
+            # Celery's goodbye carries the final count: the counter stays at that.
+            if processed is not None and record.last_heartbeat is not None:
+                self._track_processed(record, processed, now)
             record.offline_at = record.last_seen = now
+            self._departed.pop(nodename, None)
+            self._departed[nodename] = None  # to the newest end
             log.info("worker %s went offline (clean shutdown)", nodename)
 
     def saw_task_event(self, nodename: str, now: float) -> None:
@@ -131,11 +162,10 @@ class WorkerTable:
         return not self.worker_timeout or now - record.last_heartbeat <= self.worker_timeout
 
     def _purgeable(self, record: WorkerRecord, now: float) -> bool:
-        # A clean shutdown (scale-down, deploy) is gone on purpose: its task series are kept
-        # for the timeout, so the last increments get scraped. A silent worker keeps reading 0
-        # until the purge time, long enough for the shipped CeleryWorkerDown (for: 15m) to fire.
-        if record.offline_at is not None:
-            return now - record.offline_at > max(self.worker_timeout, 1.0)
+        # Silent (SIGKILL, OOM) or departed (worker-offline) alike. A silent worker keeps
+        # reading 0 until then, long enough for the shipped CeleryWorkerDown (for: 15m) to
+        # fire; a departed one keeps only its counters, so a goodbye and hello (a consumer
+        # restarting with the broker) never makes a counter vanish and come back.
         return bool(self.purge_after) and now - record.last_seen > self.purge_after
 
     def views(self, now: float) -> list[WorkerView]:
@@ -144,29 +174,35 @@ class WorkerTable:
                 worker=r.worker,
                 hostname=r.hostname,
                 up=self._alive(r, now),
+                departed=r.offline_at is not None,
                 last_heartbeat=r.last_heartbeat,
                 active=r.active,
-                processed=r.processed,
+                processed_total=(
+                    None if r.processed is None else r.processed_before_restarts + r.processed
+                ),
                 loadavg=r.loadavg,
                 task_events_enabled=_task_events_enabled(r, now),
             )
             for r in self.records.values()
             # Known only from task events so far: no liveness to report until a heartbeat.
-            # Said goodbye (worker-offline): gone on purpose, not down, so no series at all:
-            # `worker_up == 0` would make CeleryWorkerDown pending on every rolling deploy.
-            if r.last_heartbeat is not None and r.offline_at is None and not self._purgeable(r, now)
+            if r.last_heartbeat is not None and not self._purgeable(r, now)
         ]
 
     def expire(self, now: float) -> list[WorkerRecord]:
-        """Forget purgeable workers; returns them so their task series can go too."""
+        """Forget purgeable workers; returns them, and any evicted to make room, so their
+        task series can go too."""
         gone = [r for r in self.records.values() if self._purgeable(r, now)]
         for record in gone:
             del self.records[record.worker]
+            self._departed.pop(record.worker, None)
             log.info(
                 "worker %s purged after %.0fs without a heartbeat",
                 record.worker,
                 now - record.last_seen,
             )
+        # One evicted and back since then is a new record: its state must not be dropped.
+        gone += [r for r in self._evicted if r.worker not in self.records]
+        self._evicted = []
         return gone
 
     def live_hostnames(self) -> set[str]:

@@ -503,4 +503,10 @@ def test_dead_workers_read_zero_then_are_purged(
     # that CeleryWorkerDown is not even pending on a deploy (tests/deploy/test_rolling_restart).
     assert exporter.value("celery_worker_up", **clean_labels) is None
     assert exporter.value("celery_worker_tasks_active", **clean_labels) is None
+    # Its counters stay until the purge, like a silent worker's, and then go too.
+    processed = "celery_worker_tasks_processed_total"
+    assert exporter.value(processed, **clean_labels) is not None
+    for _ in deadline_loop(10, f"clean worker's counters to be purged\n{exporter.log}"):
+        if exporter.value(processed, **clean_labels) is None:
+            break
     clean.process.wait(15)

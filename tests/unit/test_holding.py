@@ -113,7 +113,7 @@ def test_a_worker_that_goes_away_drops_what_it_held() -> None:
     h.feed(received("a", "app.add", now), with_eta("b", now, now + 600))
     h.feed(received("c", "app.add", now, hostname=OTHER))
     h.feed(event("worker-offline", OTHER, now + 1, active=0, processed=0))
-    assert held(h, OTHER) == (None, None)  # a worker that said goodbye has no worker series
+    assert held(h, OTHER) == (None, None)  # said goodbye: no gauges, only counters
     assert h.tracker.holdings.counts(h.clock.now) == {WORKER: (1, 1)}
     h.clock.advance(61)  # no heartbeat from worker-1 any more: down
     assert held(h) == (0, 0)

@@ -194,16 +194,16 @@ def test_two_workers_on_one_host_have_separate_series() -> None:
     assert h.value("celery_worker_up", hostname="host-1", worker="b@host-1") == 0
 
 
-def test_clean_shutdown_drops_the_worker_at_once_and_its_task_series_after_the_timeout() -> None:
-    h = Harness(worker_timeout=60)
+def test_clean_shutdown_drops_the_worker_gauges_at_once_and_its_task_series_at_the_purge() -> None:
+    h = Harness(worker_timeout=60, purge_offline_worker_metrics=600)
     h.feed(heartbeat(WORKER, T0, kind="worker-online"), received("u1", "app.add", T0))
     h.feed(heartbeat(WORKER, T0, kind="worker-offline"))
     up = {"hostname": "worker-1", "worker": WORKER}
     # Gone on purpose, not down: no `up 0` for CeleryWorkerDown to be pending on during deploys.
     assert h.value("celery_worker_up", **up) is None
     assert h.value("celery_worker_tasks_active", **up) is None
-    assert h.task("received", "app.add") == 1  # its last increments still get scraped
-    h.clock.advance(61)
+    assert h.task("received", "app.add") == 1  # counters stay (tests/unit/test_departed_workers)
+    h.clock.advance(601)
     h.tracker.expire()
     assert h.task("received", "app.add") is None
 
