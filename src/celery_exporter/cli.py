@@ -114,7 +114,8 @@ def _seconds(minimum: float = 0.0) -> click.FloatRange:
     "--purge-offline-worker-metrics",
     type=_seconds(),
     default=3600.0,
-    help="Seconds without a heartbeat before a worker's series are removed (0 disables).",
+    help="Seconds without a heartbeat, or since its goodbye, before a worker's series are removed "
+    "(0 disables).",
 )
 @click.option(
     "--generic-hostname-task-sent-metric",
