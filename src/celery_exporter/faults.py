@@ -39,7 +39,6 @@ DNS_FAILURES = (
     "no address associated with hostname",
 )
 CONNECTION_CLOSED = (
-    "connection reset",
     "connection closed by server",
     "broken pipe",
     "socket closed",
@@ -141,13 +140,16 @@ class FaultDescriber:
             return f"connection timed out: the broker did not answer within --broker-timeout{hint}"
         if "no master found" in lowered:
             return "no Redis Sentinel answers, or none knows a master by that name"
-        if seen(ConnectionResetError) or any(words in lowered for words in CONNECTION_CLOSED):
+        if seen(ConnectionResetError) or "connection reset" in lowered:
             if self._uses_tls():
-                return "the broker closed the connection"
+                return "the broker reset the connection"
+            # What a TLS-only port does to a plain client at once.
             return (
-                "the broker closed the connection (a broker that speaks only TLS does that: "
+                "the broker reset the connection (if it speaks only TLS on that port: "
                 "use rediss:// or amqps://)"
             )
+        if any(words in lowered for words in CONNECTION_CLOSED):
+            return "the broker closed the connection"
         if seen(OSError):
             return first_line(excs[0])
         return None

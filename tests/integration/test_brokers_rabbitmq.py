@@ -1,4 +1,5 @@
-"""RabbitMQ over TLS in a vhost of its own, on a real node with real workers; and non-JSON
+"""RabbitMQ over TLS in a vhost of its own, on a real node with real workers; a wrong
+password or a missing vhost told in one log line until fixed; and non-JSON
 events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
 """
 
@@ -19,7 +20,10 @@ from tests.exporter import ExporterProcess
 from .broker_checks import (
     FAST,
     PASSWORD,
+    RETRYING,
     app_for,
+    assert_back_in_one_line,
+    assert_one_outage_line,
     assert_secret_absent,
     counts_and_queue_lengths,
     flags,
@@ -59,6 +63,35 @@ def test_rabbitmq_in_a_vhost_over_tls_and_plain(
     idle = f"idle-{uuid.uuid4().hex[:6]}"  # the vhost outlives this test
     exporter = exporter_factory(url, *FAST, "--queues", idle, *ssl_flags)
     counts_and_queue_lengths(url, exporter, worker.hostname, app_for(url, ssl=ssl), idle=idle)
+    assert_secret_absent(exporter, PASSWORD)
+
+
+@pytest.mark.parametrize("fault", ["wrong-password", "missing-vhost"])
+def test_wrong_rabbitmq_password_or_vhost_is_one_line_until_fixed(
+    rabbitmq_tls: RabbitMQTlsServer, fault: str, exporter_factory: ExporterFactory
+) -> None:
+    """The node has another password for the user, or lacks the vhost: one line naming it;
+    once the operator fixes the node, one line says the broker is back."""
+    tag = uuid.uuid4().hex[:6]
+    if fault == "wrong-password":
+        user, vhost = f"user-{tag}", "ce-vhost"
+        rabbitmq_tls.ctl("add_user", user, f"other-{tag}")
+        rabbitmq_tls.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        words = ["authentication failed: the broker refused the user and password in --broker-url"]
+    else:
+        user, vhost = "ce-user", f"vhost-{tag}"
+        words = [f"RabbitMQ has no vhost '{vhost}': check the path at the end of --broker-url"]
+    url = f"amqp://{user}:{PASSWORD}@127.0.0.1:{rabbitmq_tls.port}/{vhost}"
+    exporter = exporter_factory(url, *RETRYING, "--queues", "idle")
+    line = assert_one_outage_line(exporter, words, [PASSWORD])
+    assert f"cannot connect to broker amqp://{user}:***@127.0.0.1:{rabbitmq_tls.port}/" in line
+    if fault == "wrong-password":
+        rabbitmq_tls.ctl("change_password", user, PASSWORD)
+    else:
+        # Between the two the user may not use the vhost yet: the same problem, no new line.
+        rabbitmq_tls.ctl("add_vhost", vhost)
+        rabbitmq_tls.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    assert_back_in_one_line(exporter, url)
     assert_secret_absent(exporter, PASSWORD)
 
 
