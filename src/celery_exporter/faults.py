@@ -58,6 +58,8 @@ class Fault:
 
     kind: str
     description: str
+    # Worth saying only if the broker never answered (a setup problem, not an outage).
+    setup_hint: str = ""
 
 
 def passwords(url: str) -> list[str]:
@@ -98,7 +100,7 @@ class FaultDescriber:
 
     def __call__(self, exc: BaseException) -> Fault:
         fault = self._describe(chain(exc))
-        return Fault(fault.kind, self.scrub(fault.description))
+        return Fault(fault.kind, self.scrub(fault.description), fault.setup_hint)
 
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
@@ -122,36 +124,38 @@ class FaultDescriber:
             return Fault(PERMISSION, f"the broker refused this user an operation: {refused}")
         unreachable = self._unreachable(excs, lowered)
         if unreachable is not None:
-            return Fault(UNREACHABLE, unreachable)
+            return unreachable
         # Unknown: the same text from two threads is one problem, whatever wraps it.
         lines = str(excs[0]).strip().splitlines()
         return Fault(f"other: {lines[0] if lines else type(excs[0]).__name__}", first_line(excs[0]))
 
-    def _unreachable(self, excs: list[BaseException], lowered: str) -> str | None:
+    def _unreachable(self, excs: list[BaseException], lowered: str) -> Fault | None:
         def seen(kinds: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
             return any(isinstance(e, kinds) for e in excs)
 
         if seen(socket.gaierror) or any(words in lowered for words in DNS_FAILURES):
-            return "unknown host: the host name in --broker-url does not resolve"
-        if seen(ConnectionRefusedError) or "connection refused" in lowered:
-            return "connection refused: no broker listens at that host and port"
-        if seen((TimeoutError, socket.timeout)) or "timed out" in lowered:
-            hint = " (or it does not speak TLS on that port)" if self._uses_tls() else ""
-            return f"connection timed out: the broker did not answer within --broker-timeout{hint}"
-        if "no master found" in lowered:
-            return "no Redis Sentinel answers, or none knows a master by that name"
-        if seen(ConnectionResetError) or "connection reset" in lowered:
-            if self._uses_tls():
-                return "the broker reset the connection"
-            # What a TLS-only port does to a plain client at once.
-            return (
-                "the broker reset the connection (if it speaks only TLS on that port: "
-                "use rediss:// or amqps://)"
+            return Fault(
+                UNREACHABLE, "unknown host: the host name in --broker-url does not resolve"
             )
+        if seen(ConnectionRefusedError) or "connection refused" in lowered:
+            return Fault(UNREACHABLE, "connection refused: no broker listens at that host and port")
+        if seen((TimeoutError, socket.timeout)) or "timed out" in lowered:
+            hint = "or it does not speak TLS on that port" if self._uses_tls() else ""
+            words = "connection timed out: the broker did not answer within --broker-timeout"
+            return Fault(UNREACHABLE, words, hint)
+        if "no master found" in lowered:
+            words = "no Redis Sentinel answers, or none knows a master by that name"
+            return Fault(UNREACHABLE, words)
+        if seen(ConnectionResetError) or "connection reset" in lowered:
+            # What a TLS-only port does to a plain client at once.
+            hint = (
+                "" if self._uses_tls() else "if it speaks only TLS there: use rediss:// or amqps://"
+            )
+            return Fault(UNREACHABLE, "the broker reset the connection", hint)
         if any(words in lowered for words in CONNECTION_CLOSED):
-            return "the broker closed the connection"
+            return Fault(UNREACHABLE, "the broker closed the connection")
         if seen(OSError):
-            return first_line(excs[0])
+            return Fault(UNREACHABLE, first_line(excs[0]))
         return None
 
     def _tls(self, excs: list[BaseException], text: str) -> str | None:

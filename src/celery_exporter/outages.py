@@ -70,9 +70,10 @@ class BrokerOutages:
             self._problems[fault.kind] = problem
         if fault.kind in CONNECTION_KINDS:
             verb = "lost connection to" if problem.lost else "cannot connect to"
-            log.warning(
-                "%s broker %s: %s; retrying until it works", verb, self.broker, fault.description
-            )
+            words = fault.description
+            if fault.setup_hint and not problem.lost:
+                words += f" ({fault.setup_hint})"
+            log.warning("%s broker %s: %s; retrying until it works", verb, self.broker, words)
         else:
             log.warning(
                 "%s failing on broker %s: %s; retrying until it works",

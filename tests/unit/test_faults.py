@@ -188,11 +188,12 @@ def test_a_refused_connection_and_an_unknown_host_are_one_kind() -> None:
     )
 
 
-def test_a_plain_connection_reset_by_a_tls_port_suggests_rediss() -> None:
+def test_a_plain_connection_reset_may_mean_a_tls_port() -> None:
     reset = ConnectionResetError(104, "Connection reset by peer")
     fault = FaultDescriber("redis://:pw@127.0.0.1:6380/0")(like_redis_and_kombu(reset))
     assert fault.kind == UNREACHABLE
-    assert "use rediss:// or amqps://" in fault.description
+    assert fault.description == "the broker reset the connection"
+    assert "use rediss:// or amqps://" in fault.setup_hint
 
 
 @pytest.mark.parametrize(

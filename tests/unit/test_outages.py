@@ -101,6 +101,21 @@ def test_an_outage_after_the_broker_worked_is_a_lost_connection(
     ]
 
 
+def test_a_setup_hint_is_given_only_before_the_broker_ever_worked(
+    outages: BrokerOutages, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    reset = Scripted(UNREACHABLE, "the broker reset the connection")
+    reset.fault = Fault(UNREACHABLE, "the broker reset the connection", "try rediss://")
+    outages.failed("events", reset)
+    outages.succeeded("events")
+    outages.failed("events", reset)
+    assert [line.split(": ", 1)[1] for line in lines(caplog) if "WARNING" in line] == [
+        "the broker reset the connection (try rediss://); retrying until it works",
+        "the broker reset the connection; retrying until it works",
+    ]
+
+
 def test_a_new_reason_on_the_same_thread_is_news_and_the_old_one_ends_quietly(
     outages: BrokerOutages, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
