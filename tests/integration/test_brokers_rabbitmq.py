@@ -1,6 +1,6 @@
 """RabbitMQ over TLS in a vhost of its own, on a real node with real workers; a wrong
-password or a missing vhost told in one log line until fixed; and non-JSON
-events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
+password or a missing vhost told in one log line until fixed, and a wrong CA in one line;
+non-JSON events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
 """
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.brokers import RabbitMQTlsServer
-from tests.certs import Pki
+from tests.certs import Pki, make_pki
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
 
@@ -93,6 +94,25 @@ def test_wrong_rabbitmq_password_or_vhost_is_one_line_until_fixed(
         rabbitmq_tls.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
     assert_back_in_one_line(exporter, url)
     assert_secret_absent(exporter, PASSWORD)
+
+
+def test_rabbitmq_tls_with_a_wrong_ca_is_one_line(
+    rabbitmq_tls: RabbitMQTlsServer,
+    tmp_path: Path,
+    exporter_factory: ExporterFactory,
+) -> None:
+    stranger_ca = make_pki(tmp_path / "other-pki").ca_cert
+    url = f"amqps://ce-user:{PASSWORD}@127.0.0.1:{rabbitmq_tls.tls_port}/ce-vhost"
+    ssl = {"ca_certs": str(stranger_ca), "cert_reqs": "CERT_REQUIRED"}
+    exporter = exporter_factory(
+        url, *RETRYING, "--queues", "idle", *flags("--broker-ssl-option", ssl)
+    )
+    words = [
+        f"cannot connect to broker amqps://ce-user:***@127.0.0.1:{rabbitmq_tls.tls_port}/",
+        "TLS certificate verify failed: the broker's certificate is not signed by the CA in "
+        f"--broker-ssl-option ca_certs={stranger_ca}",
+    ]
+    assert_one_outage_line(exporter, words, [PASSWORD])
 
 
 def test_non_json_events_follow_accept_content(
