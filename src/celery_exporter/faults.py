@@ -8,8 +8,9 @@ kinds are broad on purpose: while a broker restarts one thread may see "refused"
 "reset", and in a TLS 1.3 handshake the same rejected certificate may surface as an alert or as
 an EOF. That is still one outage.
 
-No client library is imported: types are matched by name and text, so this works whichever
-transport is installed. No password reaches the text: every one in the URL is replaced.
+No client library is imported: their errors are recognised by class name and text (only the
+standard library's socket and ssl errors by type), so this works whichever transport is
+installed. No password reaches the text: every one in the URL is replaced.
 """
 
 from __future__ import annotations
@@ -110,21 +111,15 @@ class FaultDescriber:
     def _describe(self, excs: list[BaseException]) -> Fault:
         text = " | ".join(f"{type(e).__name__}: {e}" for e in excs)
         lowered = text.lower()
-        tls = self._tls(excs, text)
-        if tls is not None:
-            return Fault(TLS, tls)
-        credentials = _credentials(lowered)
-        if credentials is not None:
-            return Fault(AUTH, credentials)
-        vhost = _vhost(text)
-        if vhost is not None:
-            return Fault(VHOST, vhost)
-        if "access_refused" in lowered or "noperm" in lowered:
-            refused = first_line(excs[-1])
-            return Fault(PERMISSION, f"the broker refused this user an operation: {refused}")
-        unreachable = self._unreachable(excs, lowered)
-        if unreachable is not None:
-            return unreachable
+        known = (
+            self._tls(excs, text)
+            or _credentials(lowered)
+            or _vhost(text)
+            or _permission(excs, lowered)
+            or self._unreachable(excs, lowered)
+        )
+        if known is not None:
+            return known
         # Unknown: the same text from two threads is one problem, whatever wraps it.
         lines = str(excs[0]).strip().splitlines()
         return Fault(f"other: {lines[0] if lines else type(excs[0]).__name__}", first_line(excs[0]))
@@ -158,42 +153,47 @@ class FaultDescriber:
             return Fault(UNREACHABLE, first_line(excs[0]))
         return None
 
-    def _tls(self, excs: list[BaseException], text: str) -> str | None:
+    def _tls(self, excs: list[BaseException], text: str) -> Fault | None:
         upper = text.upper()
         verify = next((e for e in excs if isinstance(e, ssl.SSLCertVerificationError)), None)
         if verify is not None or "CERTIFICATE_VERIFY_FAILED" in upper:
             reason = getattr(verify, "verify_message", None) or _after(
                 text, "certificate verify failed: "
             )
-            return self._verify_failed(str(reason or ""))
+            return Fault(TLS, self._verify_failed(str(reason or "")))
         certfile, keyfile = self._key("certfile"), self._key("keyfile")
         if "CERTIFICATE_REQUIRED" in upper:
-            return (
+            return Fault(
+                TLS,
                 "TLS: the broker wants a client certificate: give it with "
-                f"--broker-ssl-option {certfile}=PATH and {keyfile}=PATH"
+                f"--broker-ssl-option {certfile}=PATH and {keyfile}=PATH",
             )
         alert = CLIENT_CERT_ALERT.search(upper)
         if alert:
             why = alert.group(1).lower().replace("_", " ")
             given = self.ssl_options.get(certfile)
-            return (
+            return Fault(
+                TLS,
                 f"TLS: the broker rejected the client certificate in --broker-ssl-option "
-                f"{certfile}={given or ''} ({why})"
+                f"{certfile}={given or ''} ({why})",
             )
         ssl_error = next((e for e in excs if isinstance(e, ssl.SSLError)), None)
         if ssl_error is None and "[SSL" not in upper:
             return None
         detail = _ssl_reason(str(ssl_error) if ssl_error is not None else text)
         if "WRONG_VERSION_NUMBER" in upper or "RECORD_LAYER_FAILURE" in upper:
-            return f"TLS handshake failed ({detail}): does the broker speak TLS on that port?"
+            return Fault(
+                TLS, f"TLS handshake failed ({detail}): does the broker speak TLS on that port?"
+            )
         if "EOF" in upper:
             given = self.ssl_options.get(certfile)
             which = f"the one in --broker-ssl-option {certfile}={given}" if given else "none"
-            return (
+            return Fault(
+                TLS,
                 f"TLS handshake failed ({detail}): the broker hung up, as it does when it "
-                f"wants a client certificate (--broker-ssl-option {certfile}) and gets {which}"
+                f"wants a client certificate (--broker-ssl-option {certfile}) and gets {which}",
             )
-        return f"TLS handshake failed ({detail})"
+        return Fault(TLS, f"TLS handshake failed ({detail})")
 
     def _verify_failed(self, reason: str) -> str:
         lowered = reason.lower()
@@ -211,7 +211,10 @@ class FaultDescriber:
         else:
             signer = f"a CA this machine trusts (name it with --broker-ssl-option {ca_key}=PATH)"
         detail = f" ({reason})" if reason else ""
-        return f"TLS certificate verify failed: the broker's certificate is not signed by {signer}{detail}"  # noqa: E501
+        return (
+            "TLS certificate verify failed: the broker's certificate is not signed by "
+            f"{signer}{detail}"
+        )
 
     def _uses_tls(self) -> bool:
         return bool(self.ssl_options) or self.scheme in {"rediss", "amqps", "sentinels"}
@@ -225,30 +228,45 @@ class FaultDescriber:
         return f"ssl_{name}" if self.scheme.startswith(("redis", "sentinel")) else name
 
 
-def _credentials(lowered: str) -> str | None:
-    if any(words in lowered for words in ("invalid username-password", "wrongpass")):
-        return "authentication failed: the broker refused the user and password in --broker-url"
-    if "login was refused" in lowered:
-        return "authentication failed: the broker refused the user and password in --broker-url"
+def _credentials(lowered: str) -> Fault | None:
+    if any(
+        words in lowered
+        for words in ("invalid username-password", "wrongpass", "login was refused")
+    ):
+        return Fault(
+            AUTH, "authentication failed: the broker refused the user and password in --broker-url"
+        )
     if "authentication required" in lowered or "noauth" in lowered:
-        return "authentication failed: the broker wants a password and --broker-url has none"
+        return Fault(
+            AUTH, "authentication failed: the broker wants a password and --broker-url has none"
+        )
     return None
 
 
-def _vhost(text: str) -> str | None:
+def _vhost(text: str) -> Fault | None:
     missing = re.search(r"vhost '?([^' ]*)'? not found", text)
     if missing:
-        return (
+        return Fault(
+            VHOST,
             f"RabbitMQ has no vhost '{missing.group(1)}': check the path at the end of "
-            "--broker-url (`//` is the default vhost '/')"
+            "--broker-url (`//` is the default vhost '/')",
         )
     refused = re.search(r"access to vhost '([^']*)' refused for user '([^']*)'", text)
     if refused:
         vhost, user = refused.groups()
-        return (
+        return Fault(
+            VHOST,
             f"RabbitMQ user '{user}' may not use vhost '{vhost}' "
-            f"(rabbitmqctl set_permissions -p {vhost} {user} ...)"
+            f"(rabbitmqctl set_permissions -p {vhost} {user} ...)",
         )
+    return None
+
+
+def _permission(excs: list[BaseException], lowered: str) -> Fault | None:
+    """Connected and logged in, but refused one operation (a RabbitMQ or Redis ACL)."""
+    if "access_refused" in lowered or "noperm" in lowered:
+        refused = first_line(excs[-1])
+        return Fault(PERMISSION, f"the broker refused this user an operation: {refused}")
     return None
 
 

@@ -54,6 +54,7 @@ class BrokerOutages:
     def failed(self, source: str, exc: BaseException) -> None:
         """`source` (a thread's job, e.g. "events") could not use the broker because of `exc`."""
         fault = self.describe(exc)
+        # Lines are written under the lock too: a recovery is never logged before its warning.
         with self._lock:
             previous = self._seen_by.get(source)
             if previous is not None and previous != fault.kind:
@@ -68,19 +69,7 @@ class BrokerOutages:
                 return
             problem = _Problem(fault, self.clock(), source, self._ever_worked, {source})
             self._problems[fault.kind] = problem
-        if fault.kind in CONNECTION_KINDS:
-            verb = "lost connection to" if problem.lost else "cannot connect to"
-            words = fault.description
-            if fault.setup_hint and not problem.lost:
-                words += f" ({fault.setup_hint})"
-            log.warning("%s broker %s: %s; retrying until it works", verb, self.broker, words)
-        else:
-            log.warning(
-                "%s failing on broker %s: %s; retrying until it works",
-                source,
-                self.broker,
-                fault.description,
-            )
+            self._log_start(problem)
 
     def succeeded(self, source: str) -> bool:
         """`source` used the broker; True if it had been failing until now."""
@@ -90,17 +79,35 @@ class BrokerOutages:
             if kind is None:
                 return False
             over = self._leave(source, kind)
-        if over is None:
+            if over is not None:
+                self._log_end(over)
             return True
-        took = self.clock() - over.since
-        if over.fault.kind not in CONNECTION_KINDS:
-            who = over.first_source
+
+    def _log_start(self, problem: _Problem) -> None:
+        fault = problem.fault
+        if fault.kind not in CONNECTION_KINDS:
+            log.warning(
+                "%s failing on broker %s: %s; retrying until it works",
+                problem.first_source,
+                self.broker,
+                fault.description,
+            )
+            return
+        verb = "lost connection to" if problem.lost else "cannot connect to"
+        words = fault.description
+        if fault.setup_hint and not problem.lost:
+            words += f" ({fault.setup_hint})"
+        log.warning("%s broker %s: %s; retrying until it works", verb, self.broker, words)
+
+    def _log_end(self, problem: _Problem) -> None:
+        took = self.clock() - problem.since
+        if problem.fault.kind not in CONNECTION_KINDS:
+            who = problem.first_source
             log.info("%s works again on broker %s after %.1fs", who, self.broker, took)
-        elif over.lost:
+        elif problem.lost:
             log.info("reconnected to broker %s after %.1fs", self.broker, took)
         else:
             log.info("connected to broker %s after %.1fs of failures", self.broker, took)
-        return True
 
     def failing(self) -> dict[str, str]:
         """Source -> the kind of problem it sees now (for tests and debugging)."""
