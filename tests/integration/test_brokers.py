@@ -1,7 +1,8 @@
 """Redis setups users run, on real servers with real workers: over TLS (a CA, a client
-certificate; a wrong CA and a rejected client certificate, each one log line), a wrong password
-until it is right, a database other than 0, kombu's fanout and key-prefix options, and a
-subscriber Redis drops for falling behind. The broker password appears nowhere.
+certificate; a wrong CA, a hostname mismatch and a rejected client certificate, each one log
+line), a wrong password until it is right, a database other than 0, kombu's fanout and
+key-prefix options, and a subscriber Redis drops for falling behind. The broker password
+appears nowhere.
 """
 
 from __future__ import annotations
@@ -66,22 +67,34 @@ def test_redis_over_tls_counts_events_and_reads_queue_lengths(
         server.stop()
 
 
-@pytest.mark.parametrize("fault", ["wrong-ca", "rejected-client-cert"])
+@pytest.mark.parametrize("fault", ["wrong-ca", "hostname-mismatch", "rejected-client-cert"])
 def test_a_broken_tls_setup_is_one_line_and_broker_down(
     tmp_path: Path, pki: Pki, fault: str, exporter_factory: ExporterFactory
 ) -> None:
-    """A CA that did not sign the server's certificate; a client certificate the server does
-    not trust. Events, queue poll and inspect all fail and retry: one line says why."""
-    server = redis_tls_server(tmp_path / "redis", pki, PASSWORD, fault != "wrong-ca").start()
+    """A CA that did not sign the server's certificate; a certificate for other addresses
+    than the one in the URL; a client certificate the server does not trust. Events, queue
+    poll and inspect all fail and retry: one line says why."""
+    client_certificates = fault == "rejected-client-cert"
+    # 127.0.0.2 is loopback too, and not among the certificate's addresses
+    bind = ["bind 127.0.0.1 127.0.0.2"]
+    server = redis_tls_server(tmp_path / "redis", pki, PASSWORD, client_certificates, bind).start()
     try:
-        url = f"rediss://:{PASSWORD}@127.0.0.1:{server.port}/0"
-        ssl = {"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": str(pki.ca_cert)}
+        host = "127.0.0.2" if fault == "hostname-mismatch" else "127.0.0.1"
+        url = f"rediss://:{PASSWORD}@{host}:{server.port}/0"
+        ssl: dict[str, Any] = {"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": str(pki.ca_cert)}
         if fault == "wrong-ca":
             ssl["ssl_ca_certs"] = str(make_pki(tmp_path / "other-pki").ca_cert)
             words = [
                 "cannot connect to broker rediss://:***@",
                 "TLS certificate verify failed: the broker's certificate is not signed by the CA "
                 f"in --broker-ssl-option ssl_ca_certs={ssl['ssl_ca_certs']}",
+            ]
+        elif fault == "hostname-mismatch":
+            ssl["ssl_check_hostname"] = True
+            words = [
+                "TLS hostname mismatch: the broker's certificate is not valid for the host in "
+                "--broker-url (",
+                "127.0.0.2",
             ]
         else:
             ssl |= {"ssl_certfile": str(pki.stranger_cert), "ssl_keyfile": str(pki.stranger_key)}
