@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +105,15 @@ class RedisNode:
 
 
 def redis_tls_server(
-    directory: Path, pki: Pki, password: str, client_certificates: bool
+    directory: Path,
+    pki: Pki,
+    password: str,
+    client_certificates: bool,
+    extra_config: Sequence[str] = (),
 ) -> RedisNode:
     """A TLS-only Redis (no plain port) with a password; with `client_certificates` it
-    refuses clients that present no certificate signed by the test CA."""
+    refuses clients that present no certificate signed by the test CA. `extra_config` lines
+    come last, so they override (e.g. `bind`)."""
     import redis
 
     port = free_port()
@@ -132,6 +137,7 @@ def redis_tls_server(
         f"tls-ca-cert-file {pki.ca_cert}",
         f"tls-auth-clients {'yes' if client_certificates else 'no'}",
         f"requirepass {password}",
+        *extra_config,
     ]
     return RedisNode(directory, f"redis-tls-{port}", config, client, port)
 

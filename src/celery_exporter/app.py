@@ -131,7 +131,11 @@ class Exporter:
                 f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
             ) from None
         self.consumer = EventConsumer(
-            self.celery_app, self.tracker, self.health, config.retry_interval
+            self.celery_app,
+            self.tracker,
+            self.health,
+            config.retry_interval,
+            outages=self.poller.outages,  # one log line per outage, whichever thread sees it
         )
         self._threads: list[threading.Thread] = []
 

@@ -2,8 +2,8 @@
 
 Owns the hot path up to the tracker: one message is decoded (orjson for JSON, which is what
 Celery sends, kombu's decoder otherwise) and handed over. No celery.events.State and no
-timestamp localisation: the metrics need neither. A broker outage is data (broker_up 0) and is
-logged once when it starts and once when it ends.
+timestamp localisation: the metrics need neither. A broker outage is data (broker_up 0); its
+log lines are written by outages.py, once for all threads that see it.
 
 On Redis the messages are read straight off the pub/sub socket (redis_events.py); on RabbitMQ
 py-amqp hands its messages to a callback here, on kombu's channel; every other transport goes
@@ -25,12 +25,15 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu.connection import Connection
 from kombu.entity import Queue
+from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content
 
 from .collectors import ExporterHealth
 from .config import redact_url
+from .faults import passwords
 from .json_decode import loads
+from .outages import BrokerOutages, broker_outages
 from .redis_events import RedisEventReader, SubscriptionDropped, uses_direct_reader
 from .tracker import Tracker
 
@@ -68,23 +71,26 @@ class EventConsumer:
         tracker: Tracker,
         health: ExporterHealth,
         retry_interval: float,
+        outages: BrokerOutages | None = None,
     ) -> None:
         self._app = app
         self._tracker = tracker
         self._health = health
         self._backoff = Backoff(retry_interval)
-        self._secrets = _passwords(str(app.conf.broker_url))
+        self._secrets = passwords(str(app.conf.broker_url))
+        # Shared with the poll threads, so one outage is one log line (outages.py).
+        self._outages = outages or broker_outages(str(app.conf.broker_url), app.conf.broker_use_ssl)
         # Content types a non-JSON event may come in (--accept-content; Celery's default json).
         self._accept = prepare_accept_content(app.conf.accept_content)
         self._ever_connected = False
-        self._lost_at: float | None = None
         self._resubscribing = False
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; never raises for broker trouble."""
         while not stop.is_set():
             conn: Connection = self._app.connection_for_read()
-            errors = (*conn.connection_errors, *conn.channel_errors, OSError)
+            # kombu re-raises a failed connect as its OperationalError: an outage like the rest.
+            errors = (*conn.connection_errors, *conn.channel_errors, OperationalError, OSError)
             try:
                 with conn:
                     conn.ensure_connection(max_retries=1)
@@ -214,44 +220,23 @@ class EventConsumer:
     def _came_up(self) -> None:
         self._health.broker_up = True
         self._backoff.reset()
+        # After a failure the outage reporter says "connected" once every thread is back.
+        was_failing = self._outages.succeeded("events")
         if not self._ever_connected:
-            log.info("connected to broker %s", redact_url(str(self._app.conf.broker_url)))
+            if not was_failing:
+                log.info("connected to broker %s", redact_url(str(self._app.conf.broker_url)))
         else:
             self._health.reconnects += 1
-            if self._lost_at is not None:
-                log.info("reconnected to broker after %.1fs", time.monotonic() - self._lost_at)
-            elif self._resubscribing:
+            if self._resubscribing and not was_failing:
                 log.info("resubscribed to the event stream")
         self._ever_connected = True
-        self._lost_at = None
         self._resubscribing = False
 
     def _went_down(self, exc: BaseException) -> None:
         self._health.broker_up = False
-        reason = self._scrub(f"{type(exc).__name__}: {exc}")
-        if self._lost_at is None:
-            self._lost_at = time.monotonic()
-            what = "lost connection to" if self._ever_connected else "cannot connect to"
-            log.warning("%s broker (%s); retrying until it answers", what, reason)
-        else:
-            log.debug("broker still unreachable: %s", reason)
+        self._outages.failed("events", exc)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-def _passwords(url: str) -> list[str]:
-    """Every password in a (possibly `;`-separated) broker URL, to scrub from error text."""
-    from urllib.parse import unquote, urlsplit
-
-    found = []
-    for part in url.split(";"):
-        try:
-            password = urlsplit(part).password
-        except ValueError:
-            continue
-        if password:
-            found += [password, unquote(password)]
-    return found

@@ -30,30 +30,13 @@ from .arrivals import ASK_TIMEOUT, ArrivalAsker, QueueAsker, WorkerArrivals, Wor
 from .broker import ProbeError, QueueProbe, QueueReading, make_probe
 from .config import Config
 from .inspector import CeleryInspector, Inspector, WorkerStats
+from .outages import BrokerOutages, broker_outages
 from .queue_evidence import BrokerEvidence, HeadWatch
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER_INTERVALS = 2
-
-
-class OutageLog:
-    """Logs a failure once when it starts and once when it ends, not on every retry."""
-
-    def __init__(self, what: str, clock: Callable[[], float]) -> None:
-        self.what = what
-        self.clock = clock
-        self.since: float | None = None
-
-    def failed(self, reason: str) -> None:
-        if self.since is None:
-            self.since = self.clock()
-            log.warning("%s failing: %s", self.what, reason)
-
-    def succeeded(self) -> None:
-        if self.since is not None:
-            log.warning("%s recovered after %.1fs", self.what, self.clock() - self.since)
-            self.since = None
+POLL, INSPECT = "queue poll", "worker inspect"  # as outages.py names who saw a problem
 
 
 @dataclass(frozen=True)
@@ -102,6 +85,7 @@ class QueuePoller:
         discover_bindings: bool = False,
         arrivals: WorkerArrivals | None = None,
         queue_asker: QueueAsker | None = None,
+        outages: BrokerOutages | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -127,8 +111,8 @@ class QueuePoller:
         self._worker_queues: Mapping[str, tuple[str, ...]] = MappingProxyType({})
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._poll_log = OutageLog("broker queue poll", clock)
-        self._inspect_log = OutageLog("worker inspect", clock)
+        # Shared with the event thread: a broker outage is logged once for all (outages.py).
+        self.outages = outages or broker_outages(config.broker_url, config.broker_ssl_options)
         if not self.probe.supports_length:
             log.warning(
                 "the %s transport cannot report queue lengths; queue_length is not exported",
@@ -200,12 +184,12 @@ class QueuePoller:
             read_at = self.clock()
             reading = self.probe.read(queues)
         except ProbeError as exc:
-            self._poll_log.failed(str(exc))
+            self.outages.failed(POLL, exc.__cause__ or exc)  # the broker's error, unwrapped
             with self._lock:
                 self._state.poll_success = False
                 self._state.poll_duration = self.clock() - started
             return
-        self._poll_log.succeeded()
+        self.outages.succeeded(POLL)
         now = self.clock()
         heads = None if reading.heads is None else self._head_watch.stamp(reading.heads, now)
         evidence = BrokerEvidence(read_at, reading.lengths, heads, reading.unacked_ids)
@@ -224,11 +208,11 @@ class QueuePoller:
         try:
             workers = self.inspector.round()
         except ProbeError as exc:
-            self._inspect_log.failed(str(exc))
+            self.outages.failed(INSPECT, exc.__cause__ or exc)
             with self._lock:
                 self._state.inspect_success = False
             return
-        self._inspect_log.succeeded()
+        self.outages.succeeded(INSPECT)
         now = self.clock()
         with self._lock:
             self._state.workers, self._state.workers_at = workers, now

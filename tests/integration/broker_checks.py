@@ -1,7 +1,7 @@
 """What every broker setup in test_brokers*.py must show, and the pieces those tests share:
-real tasks counted exactly, a queue nobody consumes measured, no password anywhere; producer
-apps, worker environments and exporter flags for TLS and Sentinel options; a Redis with a
-password.
+real tasks counted exactly, a queue nobody consumes measured, no password anywhere, a broken
+setup told in one log line; producer apps, worker environments and exporter flags for TLS and
+Sentinel options; a Redis with a password.
 """
 
 from __future__ import annotations
@@ -12,13 +12,21 @@ from typing import Any
 
 from celery import Celery
 
+from celery_exporter.config import redact_url
 from tests.brokers import RedisNode
 from tests.exporter import ExporterProcess
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
 
 from .conftest import send
 
 FAST = ("--retry-interval", "0.2", "--queue-poll-interval", "0.5", "--inspect-interval", "0")
+# Every thread that talks to the broker retries fast, and each retry shows at DEBUG: a test
+# waits for retries by reading them instead of sleeping.
+RETRYING = (
+    "--retry-interval", "0.2", "--queue-poll-interval", "0.3",
+    "--inspect-interval", "0.3", "--inspect-timeout", "0.5", "--log-level", "DEBUG",
+)  # fmt: skip
+THREADS = ("events", "queue poll", "worker inspect")  # as they report to outages.py
 PASSWORD = "s3cret-Broker-pw"  # never printed by the exporter
 SENTINEL_PASSWORD = "s3cret-Sentinel-pw"
 ADD = "workload.add"
@@ -106,3 +114,45 @@ def plain_redis(directory: Path) -> RedisNode:
         lambda: redis.Redis(port=port, password=PASSWORD, socket_timeout=2),
         port,
     ).start()
+
+
+def log_lines(exporter: ExporterProcess, level: str) -> list[str]:
+    return [line for line in exporter.log.splitlines() if f" {level} " in line]
+
+
+def retries(exporter: ExporterProcess, thread: str) -> int:
+    """How often `thread` has reported a problem already logged (the DEBUG repeats)."""
+    return exporter.log.count(f"DEBUG celery_exporter.outages: {thread}: broker still failing")
+
+
+def assert_one_outage_line(
+    exporter: ExporterProcess, words: list[str], secrets: list[str], times: int = 3
+) -> str:
+    """Once every thread has retried `times` times: exactly one WARNING, naming `words`,
+    no traceback, no password, and the broker reads down. Returns the line."""
+    wait_for(
+        lambda: all(retries(exporter, thread) >= times for thread in THREADS),
+        40,
+        f"every thread to retry {times} times\n{exporter.log}",
+    )
+    warnings = log_lines(exporter, "WARNING")
+    assert len(warnings) == 1, exporter.log
+    for word in words:
+        assert word in warnings[0], warnings[0]
+    assert exporter.value("celery_exporter_broker_up") == 0
+    assert exporter.value("celery_exporter_queue_poll_success") == 0
+    assert_secret_absent(exporter, *secrets)  # and no traceback, even at DEBUG
+    return warnings[0]
+
+
+def assert_back_in_one_line(exporter: ExporterProcess, url: str) -> None:
+    """After a broken setup was fixed: events flow and the poll works again, one INFO line
+    said so, and no WARNING came after the first."""
+    exporter.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1, timeout=40)
+    exporter.wait_value("celery_exporter_queue_poll_success", {}, lambda v: v == 1)
+    back = f"connected to broker {redact_url(url)} after "
+    wait_for(lambda: back in exporter.log, 20, f"{back!r}\n{exporter.log}")
+    infos = [line for line in log_lines(exporter, "INFO") if "connected to broker" in line]
+    assert len(infos) == 1, exporter.log
+    assert infos[0].endswith("s of failures"), infos[0]
+    assert len(log_lines(exporter, "WARNING")) == 1, exporter.log

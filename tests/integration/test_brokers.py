@@ -1,6 +1,8 @@
 """Redis setups users run, on real servers with real workers: over TLS (a CA, a client
-certificate, a wrong CA), a database other than 0, kombu's fanout and key-prefix options, and a
-subscriber Redis drops for falling behind. The broker password appears nowhere.
+certificate; a wrong CA, a hostname mismatch and a rejected client certificate, each one log
+line), a wrong password until it is right, a database other than 0, kombu's fanout and
+key-prefix options, and a subscriber Redis drops for falling behind. The broker password
+appears nowhere.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from tests.conftest import WorkerFactory
 from .broker_checks import (
     FAST,
     PASSWORD,
+    RETRYING,
     app_for,
+    assert_back_in_one_line,
+    assert_one_outage_line,
     assert_secret_absent,
     counts_and_queue_lengths,
     flags,
@@ -62,32 +67,69 @@ def test_redis_over_tls_counts_events_and_reads_queue_lengths(
         server.stop()
 
 
-def test_redis_tls_with_a_wrong_ca_is_one_line_and_broker_down(
-    tmp_path: Path, pki: Pki, exporter_factory: ExporterFactory
+@pytest.mark.parametrize("fault", ["wrong-ca", "hostname-mismatch", "rejected-client-cert"])
+def test_a_broken_tls_setup_is_one_line_and_broker_down(
+    tmp_path: Path, pki: Pki, fault: str, exporter_factory: ExporterFactory
 ) -> None:
-    server = redis_tls_server(tmp_path / "redis", pki, PASSWORD, False).start()
+    """A CA that did not sign the server's certificate; a certificate for other addresses
+    than the one in the URL; a client certificate the server does not trust. Events, queue
+    poll and inspect all fail and retry: one line says why."""
+    client_certificates = fault == "rejected-client-cert"
+    # 127.0.0.2 is loopback too, and not among the certificate's addresses
+    bind = ["bind 127.0.0.1 127.0.0.2"]
+    server = redis_tls_server(tmp_path / "redis", pki, PASSWORD, client_certificates, bind).start()
     try:
-        url = f"rediss://:{PASSWORD}@127.0.0.1:{server.port}/0"
-        stranger_ca = make_pki(tmp_path / "other-pki").ca_cert
-        ssl = {"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": str(stranger_ca)}
+        host = "127.0.0.2" if fault == "hostname-mismatch" else "127.0.0.1"
+        url = f"rediss://:{PASSWORD}@{host}:{server.port}/0"
+        ssl: dict[str, Any] = {"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": str(pki.ca_cert)}
+        if fault == "wrong-ca":
+            ssl["ssl_ca_certs"] = str(make_pki(tmp_path / "other-pki").ca_cert)
+            words = [
+                "cannot connect to broker rediss://:***@",
+                "TLS certificate verify failed: the broker's certificate is not signed by the CA "
+                f"in --broker-ssl-option ssl_ca_certs={ssl['ssl_ca_certs']}",
+            ]
+        elif fault == "hostname-mismatch":
+            ssl["ssl_check_hostname"] = True
+            words = [
+                "TLS hostname mismatch: the broker's certificate is not valid for the host in "
+                "--broker-url (",
+                "127.0.0.2",
+            ]
+        else:
+            ssl |= {"ssl_certfile": str(pki.stranger_cert), "ssl_keyfile": str(pki.stranger_key)}
+            # TLS 1.3 tells the client after the handshake: as an alert, or as a hang-up
+            words = ["client certificate", f"--broker-ssl-option ssl_certfile={pki.stranger_cert}"]
         exporter = exporter_factory(
-            url, *FAST, "--queues", "idle", *flags("--broker-ssl-option", ssl)
+            url, *RETRYING, "--queues", "idle", *flags("--broker-ssl-option", ssl)
         )
-        exporter.wait_value("celery_exporter_queue_poll_success", {}, lambda v: v == 0, timeout=15)
-        # Several reconnect attempts later, still one line about it.
-        attempts_over = time.monotonic() + 3
-        while time.monotonic() < attempts_over:
-            assert exporter.value("celery_exporter_broker_up") == 0
-            time.sleep(0.3)
-        # One line from the event thread and at most one from the poll thread, each naming
-        # the certificate failure; nothing more however often they retry.
-        warnings = [line for line in exporter.log.splitlines() if " WARNING " in line]
-        consumer = [line for line in warnings if "celery_exporter.consumer" in line]
-        assert len(consumer) == 1, exporter.log
-        assert len(warnings) - len(consumer) <= 1, exporter.log
-        assert all("CERTIFICATE_VERIFY_FAILED" in line for line in warnings), exporter.log
-        assert_secret_absent(exporter, PASSWORD)
+        assert_one_outage_line(exporter, words, [PASSWORD])
     finally:
+        server.stop()
+
+
+def test_a_wrong_redis_password_is_one_line_until_it_is_right(
+    tmp_path: Path, exporter_factory: ExporterFactory
+) -> None:
+    """The exporter's password is refused; once the server takes it, one line says so."""
+    import redis
+
+    server = plain_redis(tmp_path / "redis")
+    client = redis.Redis(port=server.port, password=PASSWORD)
+    try:
+        wrong = "Wr0ng-broker-pw"
+        url = f"redis://:{wrong}@127.0.0.1:{server.port}/0"
+        exporter = exporter_factory(url, *RETRYING, "--queues", "idle")
+        words = [
+            f"cannot connect to broker redis://:***@127.0.0.1:{server.port}/0: ",
+            "authentication failed: the broker refused the user and password in --broker-url",
+        ]
+        assert_one_outage_line(exporter, words, [PASSWORD, wrong])
+        client.config_set("requirepass", wrong)
+        assert_back_in_one_line(exporter, url)
+        assert_secret_absent(exporter, PASSWORD, wrong)
+    finally:
+        client.close()
         server.stop()
 
 

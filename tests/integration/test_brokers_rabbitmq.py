@@ -1,5 +1,6 @@
-"""RabbitMQ over TLS in a vhost of its own, on a real node with real workers; and non-JSON
-events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
+"""RabbitMQ over TLS in a vhost of its own, on a real node with real workers; a wrong
+password or a missing vhost told in one log line until fixed, and a wrong CA in one line;
+non-JSON events (pickle, compressed JSON) on Redis and RabbitMQ under --accept-content.
 """
 
 from __future__ import annotations
@@ -7,19 +8,23 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.brokers import RabbitMQTlsServer
-from tests.certs import Pki
+from tests.certs import Pki, make_pki
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
 
 from .broker_checks import (
     FAST,
     PASSWORD,
+    RETRYING,
     app_for,
+    assert_back_in_one_line,
+    assert_one_outage_line,
     assert_secret_absent,
     counts_and_queue_lengths,
     flags,
@@ -60,6 +65,54 @@ def test_rabbitmq_in_a_vhost_over_tls_and_plain(
     exporter = exporter_factory(url, *FAST, "--queues", idle, *ssl_flags)
     counts_and_queue_lengths(url, exporter, worker.hostname, app_for(url, ssl=ssl), idle=idle)
     assert_secret_absent(exporter, PASSWORD)
+
+
+@pytest.mark.parametrize("fault", ["wrong-password", "missing-vhost"])
+def test_wrong_rabbitmq_password_or_vhost_is_one_line_until_fixed(
+    rabbitmq_tls: RabbitMQTlsServer, fault: str, exporter_factory: ExporterFactory
+) -> None:
+    """The node has another password for the user, or lacks the vhost: one line naming it;
+    once the operator fixes the node, one line says the broker is back."""
+    tag = uuid.uuid4().hex[:6]
+    if fault == "wrong-password":
+        user, vhost = f"user-{tag}", "ce-vhost"
+        rabbitmq_tls.ctl("add_user", user, f"other-{tag}")
+        rabbitmq_tls.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        words = ["authentication failed: the broker refused the user and password in --broker-url"]
+    else:
+        user, vhost = "ce-user", f"vhost-{tag}"
+        words = [f"RabbitMQ has no vhost '{vhost}': check the path at the end of --broker-url"]
+    url = f"amqp://{user}:{PASSWORD}@127.0.0.1:{rabbitmq_tls.port}/{vhost}"
+    exporter = exporter_factory(url, *RETRYING, "--queues", "idle")
+    line = assert_one_outage_line(exporter, words, [PASSWORD])
+    assert f"cannot connect to broker amqp://{user}:***@127.0.0.1:{rabbitmq_tls.port}/" in line
+    if fault == "wrong-password":
+        rabbitmq_tls.ctl("change_password", user, PASSWORD)
+    else:
+        # Between the two the user may not use the vhost yet: the same problem, no new line.
+        rabbitmq_tls.ctl("add_vhost", vhost)
+        rabbitmq_tls.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    assert_back_in_one_line(exporter, url)
+    assert_secret_absent(exporter, PASSWORD)
+
+
+def test_rabbitmq_tls_with_a_wrong_ca_is_one_line(
+    rabbitmq_tls: RabbitMQTlsServer,
+    tmp_path: Path,
+    exporter_factory: ExporterFactory,
+) -> None:
+    stranger_ca = make_pki(tmp_path / "other-pki").ca_cert
+    url = f"amqps://ce-user:{PASSWORD}@127.0.0.1:{rabbitmq_tls.tls_port}/ce-vhost"
+    ssl = {"ca_certs": str(stranger_ca), "cert_reqs": "CERT_REQUIRED"}
+    exporter = exporter_factory(
+        url, *RETRYING, "--queues", "idle", *flags("--broker-ssl-option", ssl)
+    )
+    words = [
+        f"cannot connect to broker amqps://ce-user:***@127.0.0.1:{rabbitmq_tls.tls_port}/",
+        "TLS certificate verify failed: the broker's certificate is not signed by the CA in "
+        f"--broker-ssl-option ca_certs={stranger_ca}",
+    ]
+    assert_one_outage_line(exporter, words, [PASSWORD])
 
 
 def test_non_json_events_follow_accept_content(

@@ -200,6 +200,8 @@ def test_broker_outage_keeps_metrics_serving_and_recovers_exactly(
     log = exporter.log
     assert log.count("lost connection to broker") == 1, log
     assert log.count("reconnected to broker") == 1, log
+    # the event thread and the poll thread both saw it: still one line
+    assert len([line for line in log.splitlines() if " WARNING " in line]) == 1, log
     assert "Traceback" not in log
     no_queues.wait_value("celery_exporter_broker_up", {}, lambda v: v == 1, timeout=40)
     assert 0 in no_queues_poll, f"poll success read {no_queues_poll} all through the outage"

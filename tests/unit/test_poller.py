@@ -22,8 +22,10 @@ from celery_exporter.broker import (
     make_probe,
 )
 from celery_exporter.config import Config
+from celery_exporter.faults import FaultDescriber
 from celery_exporter.inspector import WorkerStats, parse_replies
 from celery_exporter.metrics import FamilyFactory
+from celery_exporter.outages import BrokerOutages
 from celery_exporter.poll_collector import PollCollector
 from celery_exporter.poller import QueuePoller
 
@@ -48,7 +50,8 @@ class ScriptedProbe(QueueProbe):
     def read(self, queues: Sequence[str]) -> QueueReading:
         self.asked.append(tuple(queues))
         if self.down:
-            raise ProbeError("ConnectionError: refused")
+            refused = ConnectionRefusedError(111, "Connection refused")
+            raise ProbeError("ConnectionRefusedError: [Errno 111] Connection refused") from refused
         return QueueReading(
             lengths={q: self.lengths.get(q, 0) for q in queues},
             unacked={q: 1 for q in queues},
@@ -65,7 +68,8 @@ class ScriptedInspector:
 
     def round(self) -> dict[str, WorkerStats]:
         if self.down:
-            raise ProbeError("OperationalError: timed out")
+            refused = ConnectionRefusedError(111, "Connection refused")
+            raise ProbeError("OperationalError: [Errno 111] Connection refused") from refused
         return dict(self.workers)
 
 
@@ -157,19 +161,25 @@ def test_lengths_are_served_within_two_intervals_then_dropped() -> None:
 def test_failure_is_logged_once_when_it_starts_and_once_when_it_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poller, probe, _, clock, _ = make()
-    probe.down = True
-    with caplog.at_level(logging.INFO, logger="celery_exporter.poller"):
+    poller, probe, inspector, clock, _ = make()
+    # The poller's clock times the outage here; the exporter gives it a monotonic one.
+    poller.outages = BrokerOutages("memory://", FaultDescriber("memory://"), clock)
+    probe.down = inspector.down = True
+    with caplog.at_level(logging.INFO, logger="celery_exporter.outages"):
         for _ in range(5):
             poller.poll_queues()
+            poller.inspect_workers()
             clock.now += 5
-        probe.down = False
+        probe.down = inspector.down = False
         poller.poll_queues()
         poller.poll_queues()
+        assert poller.outages.failing() == {"worker inspect": "unreachable"}
+        poller.inspect_workers()
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "broker queue poll failing: ConnectionError: refused",
-        "broker queue poll recovered after 25.0s",
+        "cannot connect to broker memory://: connection refused: no broker listens at that "
+        "host and port; retrying until it works",
+        "connected to broker memory:// after 25.0s of failures",
     ]
 
 

@@ -1,0 +1,289 @@
+"""FaultDescriber on real errors: TLS failures from real handshakes with test certificates,
+refused connections from a real closed port, and the client libraries' own exception types
+with the texts the brokers send, wrapped the way redis-py and kombu wrap them. One fault is
+one kind however it is wrapped; the words name the flag to fix; no password gets through."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import amqp.exceptions
+import kombu.exceptions
+import pytest
+import redis.exceptions
+
+from celery_exporter.faults import (
+    AUTH,
+    PERMISSION,
+    TLS,
+    UNREACHABLE,
+    VHOST,
+    FaultDescriber,
+)
+from tests.certs import Pki, make_pki
+from tests.servers import free_port
+
+REDIS_URL = "rediss://:s3cret-pw@127.0.0.1:6380/0"
+AMQP_URL = "amqps://ce-user:s3cret-pw@127.0.0.1:5671/ce-vhost"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def stranger_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("other-pki")).ca_cert
+
+
+def handshake_error(
+    server: Callable[[socket.socket], None], client: ssl.SSLContext, hostname: str
+) -> BaseException:
+    """The error a TLS client gets talking to `server` over a socket pair."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(10)
+    thread = threading.Thread(target=server, args=(theirs,), daemon=True)
+    thread.start()
+    try:
+        with client.wrap_socket(ours, server_hostname=hostname) as tls:
+            tls.recv(16)  # TLS 1.3: a rejected client certificate shows only on the first read
+    except (ssl.SSLError, OSError) as exc:
+        return exc
+    finally:
+        thread.join(10)
+        theirs.close()
+    raise AssertionError("the handshake succeeded")
+
+
+def tls_server(pki: Pki, require_client_cert: bool = False) -> Callable[[socket.socket], None]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if require_client_cert:
+        context.load_verify_locations(pki.ca_cert)
+        context.verify_mode = ssl.CERT_REQUIRED
+
+    def serve(sock: socket.socket) -> None:
+        try:
+            with context.wrap_socket(sock, server_side=True) as tls:
+                tls.recv(16)
+        except (ssl.SSLError, OSError):
+            pass  # the client gave up, or we refused it: the client's error is the point
+
+    return serve
+
+
+def plain_server(sock: socket.socket) -> None:
+    """A broker port without TLS: it answers the ClientHello with plain text."""
+    sock.recv(4096)
+    sock.sendall(b"-ERR unknown command\r\n")
+    sock.close()
+
+
+def client(
+    ca: Path | None, certfile: Path | None = None, keyfile: Path | None = None
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def like_redis_and_kombu(exc: BaseException) -> BaseException:
+    """`exc` as the event thread sees it: redis-py's ConnectionError raised while handling it,
+    then kombu's OperationalError raised from that."""
+    try:
+        try:
+            raise exc
+        except BaseException as inner:
+            # no `from`: redis-py raises it while handling, which sets only __context__
+            raise redis.exceptions.ConnectionError(  # noqa: B904
+                f"Error 1 connecting to 127.0.0.1:6380. {inner}."
+            )
+    except redis.exceptions.ConnectionError as middle:
+        try:
+            raise kombu.exceptions.OperationalError(str(middle)) from middle
+        except kombu.exceptions.OperationalError as outer:
+            return outer
+    raise AssertionError("unreachable")
+
+
+def test_a_wrong_ca_names_the_ca_option_however_it_is_wrapped(pki: Pki, stranger_ca: Path) -> None:
+    error = handshake_error(tls_server(pki), client(stranger_ca), "127.0.0.1")
+    describe = FaultDescriber(REDIS_URL, {"ssl_cert_reqs": 2, "ssl_ca_certs": str(stranger_ca)})
+    bare, wrapped = describe(error), describe(like_redis_and_kombu(error))
+    assert bare == wrapped
+    assert bare.kind == TLS
+    assert bare.description.startswith(
+        "TLS certificate verify failed: the broker's certificate is not signed by the CA in "
+        f"--broker-ssl-option ssl_ca_certs={stranger_ca} ("
+    )
+    assert "_ssl.c" not in bare.description
+    # py-amqp spells the option ca_certs, and so does the advice
+    amqp_describe = FaultDescriber(AMQP_URL, {"ca_certs": str(stranger_ca)})
+    assert f"--broker-ssl-option ca_certs={stranger_ca}" in amqp_describe(error).description
+
+
+def test_no_ca_given_says_how_to_give_one(pki: Pki) -> None:
+    error = handshake_error(tls_server(pki), client(None), "127.0.0.1")
+    description = FaultDescriber(REDIS_URL)(error).description
+    assert "a CA this machine trusts (name it with --broker-ssl-option ssl_ca_certs=PATH)" in (
+        description
+    )
+
+
+def test_a_certificate_for_another_host_is_a_hostname_mismatch(pki: Pki) -> None:
+    error = handshake_error(tls_server(pki), client(pki.ca_cert), "broker.example.com")
+    fault = FaultDescriber(REDIS_URL, {"ssl_ca_certs": str(pki.ca_cert)})(error)
+    assert fault.kind == TLS
+    assert fault.description.startswith(
+        "TLS hostname mismatch: the broker's certificate is not valid for the host in "
+        "--broker-url ("
+    )
+    assert "broker.example.com" in fault.description
+
+
+def test_a_missing_or_rejected_client_certificate_is_named(pki: Pki) -> None:
+    options = {"ssl_ca_certs": str(pki.ca_cert)}
+    missing = handshake_error(tls_server(pki, True), client(pki.ca_cert), "127.0.0.1")
+    fault = FaultDescriber(REDIS_URL, options)(like_redis_and_kombu(missing))
+    assert fault.kind == TLS
+    assert "client certificate" in fault.description
+    assert "--broker-ssl-option ssl_certfile" in fault.description
+
+    stranger = client(pki.ca_cert, pki.stranger_cert, pki.stranger_key)
+    rejected = handshake_error(tls_server(pki, True), stranger, "127.0.0.1")
+    given = {**options, "ssl_certfile": str(pki.stranger_cert)}
+    fault = FaultDescriber(REDIS_URL, given)(rejected)
+    assert fault.kind == TLS
+    # TLS 1.3 sends the server's verdict after the handshake: the client may read it as an
+    # alert or, when the server has hung up first, as an EOF. Both name the certificate.
+    assert "client certificate" in fault.description
+    assert f"--broker-ssl-option ssl_certfile={pki.stranger_cert}" in fault.description
+
+
+def test_tls_to_a_plain_port_asks_whether_it_speaks_tls(pki: Pki) -> None:
+    error = handshake_error(plain_server, client(pki.ca_cert), "127.0.0.1")
+    fault = FaultDescriber(REDIS_URL, {"ssl_ca_certs": str(pki.ca_cert)})(error)
+    assert fault.kind == TLS
+    assert fault.description.startswith("TLS handshake failed (")
+    assert fault.description.endswith("does the broker speak TLS on that port?")
+
+
+def test_a_refused_connection_and_an_unknown_host_are_one_kind() -> None:
+    describe = FaultDescriber("redis://:s3cret-pw@127.0.0.1:6379/0")
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError) as refused:
+        sock.connect(("127.0.0.1", free_port()))
+    with pytest.raises(socket.gaierror) as unknown:
+        socket.getaddrinfo("no-such-broker.invalid", 6379)
+    assert describe(refused.value) == describe(like_redis_and_kombu(refused.value))
+    assert describe(refused.value).kind == describe(unknown.value).kind == UNREACHABLE
+    assert describe(refused.value).description.startswith("connection refused")
+    assert describe(unknown.value).description == (
+        "unknown host: the host name in --broker-url does not resolve"
+    )
+
+
+def test_a_plain_connection_reset_may_mean_a_tls_port() -> None:
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    fault = FaultDescriber("redis://:pw@127.0.0.1:6380/0")(like_redis_and_kombu(reset))
+    assert fault.kind == UNREACHABLE
+    assert fault.description == "the broker reset the connection"
+    assert "use rediss:// or amqps://" in fault.setup_hint
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "kind", "words"),
+    [
+        (
+            REDIS_URL,
+            redis.exceptions.AuthenticationError(
+                "invalid username-password pair or user is disabled."
+            ),
+            AUTH,
+            "authentication failed: the broker refused the user and password in --broker-url",
+        ),
+        (
+            "redis://127.0.0.1:6379/0",
+            redis.exceptions.AuthenticationError("Authentication required."),
+            AUTH,
+            "authentication failed: the broker wants a password and --broker-url has none",
+        ),
+        (
+            AMQP_URL,
+            amqp.exceptions.AccessRefused(
+                reply_text="ACCESS_REFUSED - Login was refused using authentication mechanism "
+                "PLAIN. For details see the broker logfile.",
+                method_sig=(0, 0),
+                reply_code=403,
+            ),
+            AUTH,
+            "authentication failed: the broker refused the user and password in --broker-url",
+        ),
+        (
+            AMQP_URL,
+            amqp.exceptions.NotAllowed(
+                "NOT_ALLOWED - vhost nope not found", (10, 40), reply_code=530
+            ),
+            VHOST,
+            "RabbitMQ has no vhost 'nope': check the path at the end of --broker-url",
+        ),
+        (
+            AMQP_URL,
+            amqp.exceptions.NotAllowed(
+                "NOT_ALLOWED - access to vhost 'ce-vhost' refused for user 'ce-user'",
+                (10, 40),
+                reply_code=530,
+            ),
+            VHOST,
+            "RabbitMQ user 'ce-user' may not use vhost 'ce-vhost' (rabbitmqctl set_permissions",
+        ),
+        (
+            AMQP_URL,
+            amqp.exceptions.AccessRefused(
+                reply_text="ACCESS_REFUSED - access to queue 'celery' in vhost 'ce-vhost' "
+                "refused for user 'ce-user'",
+                method_sig=(50, 10),
+                reply_code=403,
+            ),
+            PERMISSION,
+            "the broker refused this user an operation: AccessRefused: ",
+        ),
+        (
+            REDIS_URL,
+            redis.exceptions.NoPermissionError(
+                "this user has no permissions to run the 'llen' command"
+            ),
+            PERMISSION,
+            "the broker refused this user an operation: NoPermissionError: ",
+        ),
+    ],
+    ids=["redis-password", "redis-no-password", "amqp-login", "vhost", "vhost-access",
+         "amqp-queue", "redis-acl"],
+)  # fmt: skip
+def test_credentials_vhosts_and_permissions(
+    url: str, error: BaseException, kind: str, words: str
+) -> None:
+    describe = FaultDescriber(url)
+    fault = describe(error)
+    assert fault.kind == kind
+    assert words in fault.description
+    try:
+        raise kombu.exceptions.OperationalError(str(error)) from error
+    except kombu.exceptions.OperationalError as wrapped:
+        assert describe(wrapped) == fault
+
+
+def test_an_unknown_error_is_one_kind_per_text_and_never_shows_the_password() -> None:
+    describe = FaultDescriber("redis://:p%40ss-w0rd@127.0.0.1:6379/0")
+    error = redis.exceptions.ResponseError("ERR invalid DB index p@ss-w0rd p%40ss-w0rd")
+    fault = describe(error)
+    assert fault.description == "ResponseError: ERR invalid DB index *** ***"
+    try:
+        raise kombu.exceptions.OperationalError(str(error)) from error
+    except kombu.exceptions.OperationalError as wrapped:
+        assert describe(wrapped).kind == fault.kind
