@@ -6,7 +6,7 @@ bench/README.md). This reader subscribes to the same topics kombu's fanout excha
 to and decodes what arrives itself: the kombu envelope (JSON), the base64 body, the event JSON.
 
 Everything about *where* to connect comes from kombu's own Redis channel, so this path and
-the queue poller (broker.py) cannot disagree: the pub/sub client is the channel's `subclient`
+the queue poller (redis_queues.py) cannot disagree: the pub/sub client is the channel's `subclient`
 (host, port, database, password, TLS, Sentinel master, socket options, `global_keyprefix`),
 and the topic is the one the channel itself publishes fanout messages to (`fanout_prefix`
 with the database number, `fanout_patterns`). A message that is not plain JSON, or that is
