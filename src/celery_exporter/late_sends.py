@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .queue_age import newest
-from .series import Labels
+from .series import Labels, WorkerSeries
 
 # How long finished tasks are remembered for a late task-sent before any task-sent was seen.
 SENDS_GRACE = 600.0
@@ -35,6 +35,9 @@ class TaskRecord:
     # Set when it started before its task-sent was seen: the labels its wait is observed
     # under if that task-sent arrives late.
     started_labels: Labels | None = None
+    # The series its worker-side events count in: valid while `series.live` and its labels
+    # are this record's name, queue and the event's host. Reset when the name or queue moves.
+    series: WorkerSeries | None = None
 
 
 class LateSends:

@@ -94,13 +94,31 @@ class Tracker:
         """One decoded message: an event dict, or a list of them (prefork's task.multi)."""
         now = self._clock()
         with self._lock:
-            if self._held.nodes:
+            held = self._held
+            if held.nodes:
                 self._release_held(now)
-            if type(body) is list:
-                for event in body:
+            # The loop is _record() inlined for the events that make up almost every message
+            # (a known type, no worker held): one call per event fewer, a third of the
+            # per-event overhead. Anything else takes _record(), which counts it the same way.
+            handlers = self._handlers
+            counted = self._events
+            for event in body if type(body) is list else (body,):
+                kind = event.get("type") if type(event) is dict else None
+                handler = handlers.get(kind) if type(kind) is str else None
+                if handler is None or held.nodes:  # other types, bad ones, holds: in full
                     self._record(event, now)
-            else:
-                self._record(body, now)
+                    continue
+                try:
+                    handler(event, now)
+                except BadEvent as exc:
+                    self._errors[exc.reason] += 1
+                    continue
+                except Exception:  # the one guard around a single event: count it and go on
+                    log.debug("event handler failed", exc_info=True)
+                    self._errors["unexpected"] += 1
+                    continue
+                counted[kind] = counted.get(kind, 0) + 1  # type: ignore[index, arg-type]
+                self._last_event = now
 
     def record_error(self, reason: str) -> None:
         """A message the consumer could not even decode."""
@@ -205,7 +223,7 @@ class Tracker:
         with self._lock:
             overflow = {**tasks.labels.overflowed(), "worker": self.workers.overflowed}
             return Snapshot(
-                task_counts={kind: counts.copy() for kind, counts in tasks.counts.items()},
+                task_counts=tasks.counts(),
                 runtime=tasks.runtime.copy(),
                 queue_wait=tasks.queue_wait.copy(),
                 failed_runtime=tasks.failed_runtime.copy(),
