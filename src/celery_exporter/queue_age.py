@@ -97,7 +97,12 @@ class QueueAge:
             return
         # (One seen after the task started never comes here: the tracker knows it is late.)
         # A retry re-sends the same uuid after it started: it waits again from this send.
-        self._add(uuid, Waiting(queue, ready, now, expires))
+        # _add() inlined: this runs for every task-sent.
+        waiting = self.waiting
+        waiting[uuid] = Waiting(queue, ready, now, expires)
+        self._queue_seen[queue] = now
+        if len(waiting) > self.max_tasks:
+            self._trim()
 
     def received(
         self,
@@ -133,9 +138,12 @@ class QueueAge:
         self.waiting[uuid] = entry
         self._queue_seen[entry.queue] = entry.seen_at
         if len(self.waiting) > self.max_tasks:
-            keep = self.max_tasks - self.max_tasks // 10  # as newest(), but in place
-            for oldest in list(islice(self.waiting, len(self.waiting) - keep)):
-                del self.waiting[oldest]
+            self._trim()
+
+    def _trim(self) -> None:
+        keep = self.max_tasks - self.max_tasks // 10  # as newest(), but in place
+        for oldest in list(islice(self.waiting, len(self.waiting) - keep)):
+            del self.waiting[oldest]
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now

@@ -345,7 +345,13 @@ class TaskEvents:
             if row is None:
                 row = series.runtime = self.runtime.row(series.labels)
             observe_into(row, self._runtime_bounds, runtime)
-        self._finished(uuid, record, now)
+        # _finished() inlined: a third of all tasks' events end here.
+        del self.tasks[uuid]
+        if uuid in self._held_tasks:
+            self.holdings.done(uuid)
+        self._waiting.pop(uuid, None)
+        if record.sent_at is None:
+            self.late_sends.finished(uuid, record, now)
 
     def task_failed(self, event: dict[str, Any], now: float) -> None:
         failed_at = timestamp_of(event, now)
