@@ -1,9 +1,9 @@
 """Task events: the handlers of task-sent ... task-revoked and the tables they write.
 
-Per (name, hostname, queue) counts and the runtime and queue-wait histograms, plus a bounded
-table of in-flight tasks (what a later event of the same task needs: its name, queue, send and
-start times). Each handler is a few dict operations; the tracker calls them under its lock and
-counts the event. The hooks of queue_age, holding and missed get what they need from here.
+Per (name, hostname, queue) counts and the runtime and queue-wait histograms; the in-flight
+tasks are in in_flight.py. Each handler is a few dict operations; the tracker calls them under
+its lock and counts the event. The hooks of queue_age, holding and missed get what they need
+from here.
 
 A task-sent may arrive after its task started or even finished (late_sends.py). Such a late
 send still observes the wait, under the labels the worker-side events used; a retry's re-send
@@ -12,7 +12,6 @@ send still observes the wait, under the labels the worker-side events used; a re
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from .events import (
     worker_time,
 )
 from .holding import HeldTasks
+from .in_flight import InFlight
 from .late_sends import LateSends, TaskRecord
 from .metrics import UNKNOWN
 from .missed import MissedEvents
@@ -42,11 +42,8 @@ from .series import (
     ZERO_INITIALISED,
     HistogramTable,
     Labels,
-    WorkerSeries,
-    WorkerSeriesTable,
     observe_into,
 )
-from .task_labels import EventLabels
 from .workers import WorkerTable
 
 TASK_KINDS = (*ZERO_INITIALISED, "sent", "failed")
@@ -72,18 +69,18 @@ class TaskEvents:
         missed: MissedEvents,
         queue_age: QueueAge,
     ) -> None:
-        self._config = config
-        self._max_tasks = config.max_tracked_tasks
-        self._worker_queues = worker_queues  # from the inspect poll; read-only here
-        self.workers = workers
-        self._worker_records = workers.records  # read-only here
+        self.in_flight = InFlight(config, worker_queues, workers)
+        self.tasks = self.in_flight.tasks
+        self.labels = self.in_flight.labels
+        self.worker_series = self.in_flight.worker_series
+        self._worker_task = self.in_flight.worker_task
+        self._queue_memo = self.labels.queue_memo  # the memos: the hot path's first try
+        self._producer_memo = self.labels.producer_memo
         self.holdings = holdings
         self._held_tasks = holdings.owner  # read-only here: `in` before calling done()
         self.missed = missed
         self.queue_age = queue_age
         self._waiting = queue_age.waiting  # queue_age.ended() is a pop from it
-        self.tasks: OrderedDict[str, TaskRecord] = OrderedDict()
-        self.worker_series = WorkerSeriesTable()  # the zero-initialised kinds' counts
         self.sent: dict[Labels, int] = {}  # labels with the producer's host
         self.failed: dict[Labels, int] = {}  # (name, hostname, exception, queue)
         self.runtime = HistogramTable(config.runtime_buckets)
@@ -91,12 +88,6 @@ class TaskEvents:
         self.queue_wait = HistogramTable(config.queue_wait_buckets)
         self._wait_bounds = config.queue_wait_buckets
         self.failed_runtime = HistogramTable(config.runtime_buckets)
-        self._queue_by_name: dict[str, str] = {}
-        self.labels = EventLabels(config)
-        self._worker_nodes = self.labels.worker_nodes  # the memos: the hot path's first try
-        self._name_memo = self.labels.name_memo
-        self._queue_memo = self.labels.queue_memo
-        self._producer_memo = self.labels.producer_memo
         self.late_sends = LateSends(now)  # finished tasks whose task-sent may still come
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], float], None]]:
@@ -135,19 +126,6 @@ class TaskEvents:
 
     # ---- the handlers (hot path) ---------------------------------------------------------
 
-    def _task(self, uuid: str) -> TaskRecord:
-        """A new in-flight record (callers looked it up first)."""
-        record = self.tasks[uuid] = TaskRecord(UNKNOWN)
-        if len(self.tasks) > self._max_tasks:
-            self.tasks.popitem(last=False)  # oldest first: long-done or lost tasks
-        return record
-
-    def _name(self, record: TaskRecord, event: dict[str, Any]) -> None:
-        raw = event.get("name")
-        if raw is not None and record.name == UNKNOWN:
-            name = self._name_memo.get(raw) if type(raw) is str else None
-            record.name = name if name is not None else self.labels.name(raw)
-
     def task_sent(self, event: dict[str, Any], now: float) -> None:
         uuid = event.get("uuid")
         if type(uuid) is not str or not uuid or len(uuid) > 255:
@@ -178,9 +156,9 @@ class TaskEvents:
                 self._count_late_send(finished, event, host, queue, sent_at, eta)
                 return
         if record is None:
-            record = self._task(uuid)
+            record = self.in_flight.new(uuid)
         if record.name == UNKNOWN:
-            self._name(record, event)
+            self.in_flight.name(record, event)
         started_at = record.started_at
         if started_at is not None and record.sent_at is None and sent_at <= started_at:
             # Published before it started, seen after: the original send, not a retry's
@@ -194,9 +172,9 @@ class TaskEvents:
         if queue is not None:
             record.queue, record.series = queue, None  # its worker-side labels may move
             if name != UNKNOWN:
-                self._queue_by_name[name] = queue
+                self.in_flight.queue_by_name[name] = queue
         else:
-            queue = self._resolve_queue(name, "")
+            queue = self.in_flight.resolve_queue(name, "")
         labels = (name, host, queue)
         counts = self.sent
         counts[labels] = counts.get(labels, 0) + 1
@@ -215,62 +193,15 @@ class TaskEvents:
     ) -> None:
         """A task-sent seen after its task started: count it, and observe the wait it had
         under the labels its worker-side events used. It waits no more (no queue_age)."""
-        self._name(record, event)
+        self.in_flight.name(record, event)
         if queue is not None and record.name != UNKNOWN:
-            self._queue_by_name[record.name] = queue
+            self.in_flight.queue_by_name[record.name] = queue
         # The queue its worker-side events were counted under does not move.
-        labels = (record.name, host, queue or self._resolve_queue(record.name, ""))
+        labels = (record.name, host, queue or self.in_flight.resolve_queue(record.name, ""))
         counts = self.sent
         counts[labels] = counts.get(labels, 0) + 1
         if record.started_at is not None and record.started_labels is not None:
             self._observe_wait(record.started_labels, sent_at, eta or record.eta, record.started_at)
-
-    def _worker_task(
-        self, event: dict[str, Any], now: float
-    ) -> tuple[str, TaskRecord, WorkerSeries, str]:
-        """Common to every worker-side task event: find the task and the series it counts in
-        (the caller counts it). Returns uuid, record, series, the worker's node name."""
-        uuid = event.get("uuid")
-        if type(uuid) is not str or not uuid or len(uuid) > 255:
-            raise BadEvent("bad_uuid")
-        record = self.tasks.get(uuid) or self._task(uuid)
-        raw = event.get("hostname")
-        known = self._worker_nodes.get(raw) if type(raw) is str else None
-        if known is None:
-            known = self.labels.worker_node(raw)
-        nodename, host = known
-        series = record.series
-        if (
-            series is None
-            or series.labels[1] != host
-            or not series.live
-            or record.name == UNKNOWN  # a later event may name it
-        ):
-            series = self._series(record, event, nodename, host)
-        worker = self._worker_records.get(nodename)
-        if worker is None or not worker.task_events_seen:  # else it would do nothing
-            self.workers.saw_task_event(nodename, now)
-        return uuid, record, series, nodename
-
-    def _series(
-        self, record: TaskRecord, event: dict[str, Any], nodename: str, host: str
-    ) -> WorkerSeries:
-        """The record's labels from this event, and their series (zero-initialised when new)."""
-        if record.name == UNKNOWN:
-            self._name(record, event)
-        queue = record.queue
-        if queue is None:
-            queue = record.queue = self._resolve_queue(record.name, nodename)
-        series = record.series = self.worker_series.get((record.name, host, queue))
-        return series
-
-    def _resolve_queue(self, name: str, nodename: str) -> str:
-        """Where task-sent did not say: the worker's only queue, then the queue this task
-        name was last sent to, then --default-queue-name."""
-        consumed = self._worker_queues().get(nodename, ())
-        if len(consumed) == 1:
-            return consumed[0]
-        return self._queue_by_name.get(name, self._config.default_queue_name)
 
     def task_received(self, event: dict[str, Any], now: float) -> None:
         uuid, record, series, nodename = self._worker_task(event, now)

@@ -176,8 +176,11 @@ class Tracker:
             self._held.worker_appeared(nodename, now)
 
     def _release_held(self, now: float) -> None:
+        released = self._held.due(now)
+        if not released:
+            return  # the common case while a hold runs: asked before every message
         # Counted as they came: the events of one message share their time, so in runs.
-        for came_at, run in groupby(self._held.due(now), key=itemgetter(1)):
+        for came_at, run in groupby(released, key=itemgetter(1)):
             self._record_events([event for event, _ in run], came_at)
 
     def release_held(self) -> None:
