@@ -12,6 +12,7 @@ send still observes the wait, under the labels the worker-side events used; a re
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +43,6 @@ from .series import (
     ZERO_INITIALISED,
     HistogramTable,
     Labels,
-    observe_into,
 )
 from .workers import WorkerTable
 
@@ -243,7 +243,8 @@ class TaskEvents:
             row = series.wait
             if row is None:
                 row = series.wait = self.queue_wait.row(series.labels)
-            observe_into(row, self._wait_bounds, wait)
+            row[bisect_left(self._wait_bounds, wait)] += 1  # series.observe_into(), inlined
+            row[-1] += wait
 
     def _observe_wait(
         self, labels: Labels, sent_at: float, eta: float | None, started_at: float
@@ -275,7 +276,8 @@ class TaskEvents:
             row = series.runtime
             if row is None:
                 row = series.runtime = self.runtime.row(series.labels)
-            observe_into(row, self._runtime_bounds, runtime)
+            row[bisect_left(self._runtime_bounds, runtime)] += 1  # observe_into(), inlined
+            row[-1] += runtime
         # _finished() inlined: a third of all tasks' events end here.
         del self.tasks[uuid]
         if uuid in self._held_tasks:
