@@ -60,10 +60,12 @@ class InFlight:
     ) -> tuple[str, TaskRecord, WorkerSeries, str]:
         """Common to every worker-side task event: find the task and the series it counts in
         (the caller counts it). Returns uuid, record, series, the worker's node name."""
-        uuid = event.get("uuid")
-        if type(uuid) is not str or not uuid or len(uuid) > 255:
-            raise BadEvent("bad_uuid")
-        record = self.tasks.get(uuid) or self.new(uuid)
+        uuid: Any = event.get("uuid")
+        record = self.tasks.get(uuid) if type(uuid) is str else None
+        if record is None:  # a uuid in the table was checked when it came in: only new ones
+            if type(uuid) is not str or not uuid or len(uuid) > 255:
+                raise BadEvent("bad_uuid")
+            record = self.new(uuid)
         raw = event.get("hostname")
         known = self._worker_nodes.get(raw) if type(raw) is str else None
         if known is None:

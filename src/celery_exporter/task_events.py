@@ -238,7 +238,7 @@ class TaskEvents:
         eta = record.eta
         ready_at = sent_at if eta is None or eta < sent_at else eta
         # Producer and worker clocks differ; a negative wait is skew, not time travel.
-        wait = max(0.0, started_at - ready_at)
+        wait = started_at - ready_at if started_at > ready_at else 0.0  # (max() is a call)
         if wait <= MAX_DURATION:  # a far-future ETA or clock is not a wait to average
             row = series.wait
             if row is None:
