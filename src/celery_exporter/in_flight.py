@@ -71,12 +71,17 @@ class InFlight:
         if known is None:
             known = self.labels.worker_node(raw)
         nodename, host = known
+        # The kept series is this event's while its labels are the record's name and queue
+        # and the event's host (a late task-sent may name the task or move its queue, a
+        # redelivery its host) and its host was not forgotten since.
         series = record.series
         if (
             series is None
+            or record.name == UNKNOWN  # this event may name it
             or series.labels[1] != host
+            or series.labels[0] != record.name
+            or series.labels[2] != record.queue
             or not series.live
-            or record.name == UNKNOWN  # a later event may name it
         ):
             series = self._series(record, event, nodename, host)
         worker = self._worker_records.get(nodename)

@@ -35,8 +35,7 @@ class TaskRecord:
     # Set when it started before its task-sent was seen: the labels its wait is observed
     # under if that task-sent arrives late.
     started_labels: Labels | None = None
-    # The series its worker-side events count in: valid while `series.live` and its labels
-    # are this record's name, queue and the event's host. Reset when the name or queue moves.
+    # The series its worker-side events counted in last (in_flight.py checks it still fits).
     series: WorkerSeries | None = None
 
 

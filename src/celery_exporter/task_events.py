@@ -170,7 +170,7 @@ class TaskEvents:
         record.sent_at, record.eta, record.started_at = sent_at, eta, None
         name = record.name
         if queue is not None:
-            record.queue, record.series = queue, None  # its worker-side labels may move
+            record.queue = queue
             if name != UNKNOWN:
                 self.in_flight.queue_by_name[name] = queue
         else:

@@ -150,8 +150,8 @@ class Tracker:
             if not isinstance(kind, str):
                 try:
                     hash(kind)
-                except TypeError:  # failed the handler lookup before: counted as such still
-                    raise BadEvent("unexpected") from None
+                except TypeError:  # a list or dict: the handler lookup used to raise on it,
+                    raise BadEvent("unexpected") from None  # so counted "unexpected" still
                 raise BadEvent("bad_type")
             if kind != "task-cancelled":
                 kind = "other"  # custom event types must not mint label values

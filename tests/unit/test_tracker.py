@@ -423,3 +423,12 @@ def test_a_task_sent_seen_after_task_received_moves_the_later_events_to_its_queu
     assert h.task("started", "app.add") == 0
     assert h.task("started", "app.add", queue="reports") == 1
     assert h.task("received", "app.add", queue="reports") == 0
+
+
+def test_a_task_named_by_a_late_task_sent_counts_its_later_events_under_the_name() -> None:
+    h = Harness()
+    h.feed(started("u1", T0 + 1))  # no task-received, no name yet
+    h.feed(sent("u1", "app.add", T0), succeeded("u1", T0 + 2))  # the send was late
+    assert h.task("started", UNKNOWN) == 1
+    assert h.task("succeeded", "app.add") == 1
+    assert h.task("succeeded", UNKNOWN) == 0
