@@ -30,7 +30,6 @@ HOLDABLE = frozenset(
     f"task-{kind}"
     for kind in ("received", "started", "succeeded", "failed", "retried", "rejected", "revoked")
 )
-_DROPPED = frozenset({"args", "kwargs", "result", "traceback"})
 
 INF = float("inf")
 HeldEvent = tuple[dict[str, Any], float]  # the event, and the exporter clock when it came
@@ -69,9 +68,12 @@ class HeldEvents:
         hold = self.nodes.get(hostname) if type(hostname) is str else None
         if hold is None or event.get("type") not in HOLDABLE:
             return False
-        # The decoded event is ours alone: trim it in place, cheaper than a copy per event.
-        for key in _DROPPED:
-            event.pop(key, None)
+        # The decoded event is ours alone: trim it in place, cheaper than a copy per event
+        # (unrolled: every event of a held worker comes here).
+        event.pop("args", None)
+        event.pop("kwargs", None)
+        event.pop("result", None)
+        event.pop("traceback", None)
         if "exception" in event:
             event["exception"] = exception_class(event["exception"])  # the label, not the text
         hold.events.append((event, now))

@@ -39,29 +39,30 @@ class HeldTasks:
         # uuid -> its worker's Held, in the order received. A plain dict (cheaper per event
         # than an OrderedDict); past the cap the oldest tenth goes at once, so that finding the
         # oldest (a scan over deleted slots at the front) is paid once per many tasks.
-        self._owner: dict[str, Held] = {}
+        # Public for reading only: task_events.py asks `uuid in owner` inline before done().
+        self.owner: dict[str, Held] = {}
         self._workers: dict[str, Held] = {}
 
     def received(self, uuid: str, worker: str, received_at: float, eta: float | None) -> None:
-        if uuid in self._owner:
+        if uuid in self.owner:
             self.done(uuid)  # redelivered, maybe to another worker
         held = self._workers.get(worker)
         if held is None:
             held = self._workers[worker] = Held()
-        self._owner[uuid] = held
+        self.owner[uuid] = held
         if eta is None:
             held.plain[uuid] = received_at
         else:
             held.eta[uuid] = (received_at, eta)
-        if len(self._owner) > self.cap:
-            for oldest in list(itertools.islice(self._owner, self.cap // 10 + 1)):
+        if len(self.owner) > self.cap:
+            for oldest in list(itertools.islice(self.owner, self.cap // 10 + 1)):
                 self.done(oldest)
 
     def done(self, uuid: str) -> None:
         """The task started, finished or was given up: no longer held. The hot path."""
-        if uuid not in self._owner:
+        if uuid not in self.owner:
             return
-        held = self._owner.pop(uuid)
+        held = self.owner.pop(uuid)
         # An emptied Held stays: workers take and start tasks all the time, and its record
         # goes with the worker (forget_worker), so the number of records is bounded by workers.
         if held.plain.pop(uuid, None) is None:
@@ -82,7 +83,7 @@ class HeldTasks:
         held = self._workers.pop(worker, None)
         if held is not None:
             for uuid in (*held.plain, *held.eta):
-                del self._owner[uuid]
+                del self.owner[uuid]
 
     def counts(self, now: float) -> dict[str, tuple[int, int]]:
         """worker -> (prefetched, scheduled) at exporter time `now`."""
@@ -96,4 +97,4 @@ class HeldTasks:
         return result
 
     def __len__(self) -> int:
-        return len(self._owner)
+        return len(self.owner)

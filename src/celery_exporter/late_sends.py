@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .queue_age import newest
-from .series import Labels
+from .series import Labels, WorkerSeries
 
 # How long finished tasks are remembered for a late task-sent before any task-sent was seen.
 SENDS_GRACE = 600.0
@@ -35,6 +35,8 @@ class TaskRecord:
     # Set when it started before its task-sent was seen: the labels its wait is observed
     # under if that task-sent arrives late.
     started_labels: Labels | None = None
+    # The series its worker-side events counted in last (in_flight.py checks it still fits).
+    series: WorkerSeries | None = None
 
 
 class LateSends:

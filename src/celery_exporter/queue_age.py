@@ -65,14 +65,15 @@ class QueueAge:
         self.queue_expiry = queue_expiry
         # In the order the exporter learned they entered the broker: oldest first. One table
         # for every queue, so an event costs a dict operation or two; per-queue passes are
-        # made in prune() and ages(), off the hot path.
-        self._tasks: dict[str, Waiting] = {}
+        # made in prune() and ages(), off the hot path. Trimmed in place, never replaced:
+        # task_events.py pops from it directly for ended() on the hot path.
+        self.waiting: dict[str, Waiting] = {}
         self._queue_seen: dict[str, float] = {}  # queue -> last time a task waited in it
         self._applied_read_at: float | None = None
         self._released: set[str] = set()  # workers whose holds were already given back
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self.waiting)
 
     # ---- event hooks (the hot path: a few dict operations each) --------------------------
 
@@ -86,7 +87,7 @@ class QueueAge:
         now: float,
     ) -> None:
         ready = sent_at if eta is None or eta < sent_at else eta
-        entry = self._tasks.get(uuid)
+        entry = self.waiting.get(uuid)
         if entry is not None:
             # A producer's first task-sent goes out while its event connection opens, so it can
             # arrive after task-received: the task is held, and this gives its true send time
@@ -96,7 +97,12 @@ class QueueAge:
             return
         # (One seen after the task started never comes here: the tracker knows it is late.)
         # A retry re-sends the same uuid after it started: it waits again from this send.
-        self._add(uuid, Waiting(queue, ready, now, expires))
+        # _add() inlined: this runs for every task-sent.
+        waiting = self.waiting
+        waiting[uuid] = Waiting(queue, ready, now, expires)
+        self._queue_seen[queue] = now
+        if len(waiting) > self.max_tasks:
+            self._trim()
 
     def received(
         self,
@@ -108,7 +114,7 @@ class QueueAge:
         worker: str,
         now: float,
     ) -> None:
-        entry = self._tasks.get(uuid)
+        entry = self.waiting.get(uuid)
         if entry is None:
             # No task-sent seen (producers without task_send_sent_event, or forgotten on the
             # broker's evidence before this arrived): from the send if known, else from now.
@@ -120,29 +126,34 @@ class QueueAge:
 
     def requeued(self, uuid: str, now: float) -> None:
         """A rejection with requeue=True: the message is back in the broker."""
-        entry = self._tasks.get(uuid)
+        entry = self.waiting.get(uuid)
         if entry is not None:
             self._back_in_broker(uuid, entry, now)
 
     def ended(self, uuid: str) -> None:
         """The wait is over."""
-        self._tasks.pop(uuid, None)
+        self.waiting.pop(uuid, None)
 
     def _add(self, uuid: str, entry: Waiting) -> None:
-        self._tasks[uuid] = entry
+        self.waiting[uuid] = entry
         self._queue_seen[entry.queue] = entry.seen_at
-        if len(self._tasks) > self.max_tasks:
-            self._tasks = newest(self._tasks, self.max_tasks)
+        if len(self.waiting) > self.max_tasks:
+            self._trim()
+
+    def _trim(self) -> None:
+        keep = self.max_tasks - self.max_tasks // 10  # as newest(), but in place
+        for oldest in list(islice(self.waiting, len(self.waiting) - keep)):
+            del self.waiting[oldest]
 
     def _back_in_broker(self, uuid: str, entry: Waiting, now: float) -> None:
         entry.holder, entry.seen_at = None, now
-        del self._tasks[uuid]
-        self._tasks[uuid] = entry  # to the newest end: it re-entered the broker now
+        del self.waiting[uuid]
+        self.waiting[uuid] = entry  # to the newest end: it re-entered the broker now
 
     def worker_left(self, worker: str, now: float) -> None:
         """A worker that said goodbye (worker-offline) gave its prefetched tasks back to the
         broker. Called from its event: its view is gone at once, so prune() never sees it."""
-        for uuid, entry in [(u, e) for u, e in self._tasks.items() if e.holder == worker]:
+        for uuid, entry in [(u, e) for u, e in self.waiting.items() if e.holder == worker]:
             self._back_in_broker(uuid, entry, now)
 
     # ---- housekeeping (event thread, every few seconds) ----------------------------------
@@ -156,7 +167,7 @@ class QueueAge:
         it runs no task is not keeping what it prefetched well before then waiting for a pool
         slot: that task started and its task-started event was lost."""
         seen = self._queue_seen  # before forgetting: a queue just emptied reads 0 for a while
-        for entry in self._tasks.values():
+        for entry in self.waiting.values():
             seen[entry.queue] = now
         for queue in [q for q, at in seen.items() if now - at > self.queue_expiry]:
             del seen[queue]
@@ -171,7 +182,7 @@ class QueueAge:
         self._released |= newly_gone
         if newly_gone or idle:
             released, started = [], []
-            for uuid, entry in self._tasks.items():
+            for uuid, entry in self.waiting.items():
                 holder = entry.holder
                 if holder is None:
                     continue
@@ -198,7 +209,7 @@ class QueueAge:
         # Redis gives it back after the visibility timeout.
         taken = evidence.unacked_ids or frozenset()
         in_broker: dict[str, list[str]] = {}  # queue -> tasks no worker holds, oldest first
-        for uuid, entry in self._tasks.items():
+        for uuid, entry in self.waiting.items():
             if (
                 entry.holder is None
                 and entry.seen_at < read_at
@@ -215,7 +226,7 @@ class QueueAge:
             unacked = evidence.unacked_ids
             gone += [
                 uuid
-                for uuid, entry in self._tasks.items()
+                for uuid, entry in self.waiting.items()
                 if entry.holder is not None and entry.held_since < read_at and uuid not in unacked
             ]
         for uuid in gone:
@@ -236,7 +247,7 @@ class QueueAge:
                 heads = evidence.heads
                 redis_read_at = dict.fromkeys(evidence.lengths, evidence.read_at)
                 taken = evidence.unacked_ids or frozenset()
-        for uuid, entry in self._tasks.items():
+        for uuid, entry in self.waiting.items():
             ready, queue = entry.ready_at, entry.queue
             if ready >= oldest.get(queue, now):
                 continue
@@ -256,7 +267,7 @@ class QueueAge:
         for head in heads:
             if head.expires is not None and head.expires <= now:
                 continue
-            known = self._tasks.get(head.task_id) if head.task_id else None
+            known = self.waiting.get(head.task_id) if head.task_id else None
             if known is not None:
                 ready = known.ready_at
             else:

@@ -28,10 +28,12 @@ class EventLabels:
         self.names = LabelCap(config.max_task_names)
         self.hosts = LabelCap(config.max_workers)
         self.producer_hosts = LabelCap(config.max_workers)
+        # Raw value -> its label value(s). Public: task_events.py looks them up inline on the
+        # hot path. Cleared in place, never replaced, so a reference to one stays valid.
         self.worker_nodes: dict[str, tuple[str, str]] = {}  # -> (node name, hostname)
-        self._producers: dict[str, str] = {}  # producer node name -> hostname
-        self._names: dict[str, str] = {}
-        self._queues: dict[str, str] = {}
+        self.producer_memo: dict[str, str] = {}  # producer node name -> hostname
+        self.name_memo: dict[str, str] = {}
+        self.queue_memo: dict[str, str] = {}
 
     def worker_node(self, raw: Any) -> tuple[str, str]:
         """A worker's node name and its hostname label (BadEvent if it is no label)."""
@@ -49,27 +51,27 @@ class EventLabels:
 
     def producer_host(self, raw: Any) -> str:
         """A producer's hostname label (task-sent's)."""
-        host = self._producers.get(raw) if type(raw) is str else None
+        host = self.producer_memo.get(raw) if type(raw) is str else None
         if host is not None:
             return host
         nodename = label_text(raw, "hostname")
         if self._config.generic_hostname_task_sent_metric:
             return GENERIC_HOSTNAME
         host = self.producer_hosts.admit(host_of(nodename))
-        return host if host == OVERFLOW else _remember(self._producers, raw, host)
+        return host if host == OVERFLOW else _remember(self.producer_memo, raw, host)
 
     def name(self, raw: Any) -> str:
-        name = self._names.get(raw) if type(raw) is str else None
+        name = self.name_memo.get(raw) if type(raw) is str else None
         if name is not None:
             return name
         name = self.names.admit(label_text(raw, "name"))
-        return name if name == OVERFLOW else _remember(self._names, raw, name)
+        return name if name == OVERFLOW else _remember(self.name_memo, raw, name)
 
     def queue(self, raw: Any) -> str:
-        queue = self._queues.get(raw) if type(raw) is str else None
+        queue = self.queue_memo.get(raw) if type(raw) is str else None
         if queue is not None:
             return queue
-        return _remember(self._queues, raw, label_text(raw, "queue"))
+        return _remember(self.queue_memo, raw, label_text(raw, "queue"))
 
     def release_hosts(self, hosts: set[str]) -> None:
         """Hosts no live worker has any more leave the cap."""

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from .arrivals import WorkerArrivals
@@ -98,46 +100,76 @@ class Tracker:
         """Messages read together (the bodies of one socket read on Redis): one clock
         reading and one lock for all of them, which per message cost as much as an event."""
         now = self._clock()
-        record = self._record
         with self._lock:
             if self._held.nodes:
                 self._release_held(now)
+            events: list[Any] = []  # one run of events, prefork's task.multi lists unpacked
             for body in bodies:
                 if type(body) is list:
-                    for event in body:
-                        record(event, now)
+                    events += body
                 else:
-                    record(body, now)
+                    events.append(body)
+            self._record_events(events, now)
 
     def record_error(self, reason: str) -> None:
         """A message the consumer could not even decode."""
         with self._lock:
             self._errors[reason] += 1
 
+    def _record_events(self, events: Iterable[Any], now: float) -> None:
+        """Count events that came at `now`, in order. The loop is the hot path: the events of
+        a known type are dispatched inline, and only bad and unknown ones take _record(), which
+        counts them the same way; _last_event is written once per call, not per event."""
+        handlers = self._handlers
+        counted = self._events
+        held = self._held
+        fresh = False  # events counted here since _last_event was written
+        for event in events:
+            kind = event.get("type") if type(event) is dict else None
+            handler = handlers.get(kind) if type(kind) is str else None
+            if handler is None:  # other types and bad ones
+                if fresh:  # in event order, as _record() writes it too
+                    self._last_event, fresh = now, False
+                self._record(event, now)
+                continue
+            if held.nodes and held.take(event, now):
+                if held.count >= held.max_events:
+                    if fresh:
+                        self._last_event, fresh = now, False
+                    self._release_held(now)
+                continue  # counted when its worker's queues are known (held.py)
+            try:
+                handler(event, now)
+            except BadEvent as exc:
+                self._errors[exc.reason] += 1
+                continue
+            except Exception:  # the one guard around a single event: count it and go on
+                log.debug("event handler failed", exc_info=True)
+                self._errors["unexpected"] += 1
+                continue
+            counted[kind] = counted.get(kind, 0) + 1  # type: ignore[index, arg-type]
+            fresh = True
+        if fresh:
+            self._last_event = now
+
     def _record(self, event: Any, now: float) -> None:
+        """An event of no known type, or no dict at all: counted as other, or as an error."""
         try:
             if type(event) is not dict:
                 raise BadEvent("not_a_dict")
             kind = event.get("type")
-            handler = self._handlers.get(kind)  # type: ignore[arg-type]
-            if handler is not None:
-                if self._held.nodes and self._held.take(event, now):
-                    if self._held.count >= self._held.max_events:
-                        self._release_held(now)
-                    return  # counted when its worker's queues are known (held.py)
-                handler(event, now)
-            elif not isinstance(kind, str):
+            if not isinstance(kind, str):
+                try:
+                    hash(kind)
+                except TypeError:  # a list or dict: the handler lookup used to raise on it,
+                    raise BadEvent("unexpected") from None  # so counted "unexpected" still
                 raise BadEvent("bad_type")
-            elif kind != "task-cancelled":
+            if kind != "task-cancelled":
                 kind = "other"  # custom event types must not mint label values
-            events = self._events
-            events[kind] = events.get(kind, 0) + 1  # type: ignore[index, arg-type]
+            self._events[kind] = self._events.get(kind, 0) + 1
             self._last_event = now
         except BadEvent as exc:
             self._errors[exc.reason] += 1
-        except Exception:  # the one guard around a single event: count it and go on
-            log.debug("event handler failed", exc_info=True)
-            self._errors["unexpected"] += 1
 
     # ---- new workers: ask their queues, hold their first task events (held.py)
 
@@ -155,8 +187,12 @@ class Tracker:
             self._held.worker_appeared(nodename, now)
 
     def _release_held(self, now: float) -> None:
-        for event, came_at in self._held.due(now):
-            self._record(event, came_at)
+        released = self._held.due(now)
+        if not released:
+            return  # the common case while a hold runs: asked before every message
+        # Counted as they came: the events of one message share their time, so in runs.
+        for came_at, run in groupby(released, key=itemgetter(1)):
+            self._record_events([event for event, _ in run], came_at)
 
     def release_held(self) -> None:
         """Count held task events that are due. The event thread calls this between messages,
@@ -212,7 +248,7 @@ class Tracker:
         with self._lock:
             overflow = {**tasks.labels.overflowed(), "worker": self.workers.overflowed}
             return Snapshot(
-                task_counts={kind: counts.copy() for kind, counts in tasks.counts.items()},
+                task_counts=tasks.counts(),
                 runtime=tasks.runtime.copy(),
                 queue_wait=tasks.queue_wait.copy(),
                 failed_runtime=tasks.failed_runtime.copy(),

@@ -399,3 +399,36 @@ def test_prefix_static_labels_and_disabled_families() -> None:
     assert not any(n.startswith("jobs_task_runtime") for n in names)
     assert not any(n.startswith("celery_") for n in names)
     assert not any(n.endswith("_created") for n in names)
+
+
+def test_a_task_whose_host_was_purged_counts_again_under_fresh_series() -> None:
+    # The in-flight record keeps the series it counts in (series.py): once the host's series
+    # are forgotten, its next event must start fresh ones, zero-initialised, not the old ones.
+    h = Harness(worker_timeout=60, purge_offline_worker_metrics=3600)
+    h.feed(heartbeat(WORKER, T0), received("u1", "app.add", T0))
+    assert h.task("received", "app.add") == 1
+    h.clock.advance(3700)
+    h.tracker.expire()
+    assert h.task("received", "app.add") is None
+    h.feed(started("u1", T0 + 3700))
+    assert h.task("received", "app.add") == 0
+    assert h.task("started", "app.add") == 1
+
+
+def test_a_task_sent_seen_after_task_received_moves_the_later_events_to_its_queue() -> None:
+    h = Harness()
+    h.feed(received("u1", "app.add", T0))  # no queue known: the fallback queue
+    h.feed(sent("u1", "app.add", T0, queue="reports"), started("u1", T0 + 1))
+    assert h.task("received", "app.add") == 1
+    assert h.task("started", "app.add") == 0
+    assert h.task("started", "app.add", queue="reports") == 1
+    assert h.task("received", "app.add", queue="reports") == 0
+
+
+def test_a_task_named_by_a_late_task_sent_counts_its_later_events_under_the_name() -> None:
+    h = Harness()
+    h.feed(started("u1", T0 + 1))  # no task-received, no name yet
+    h.feed(sent("u1", "app.add", T0), succeeded("u1", T0 + 2))  # the send was late
+    assert h.task("started", UNKNOWN) == 1
+    assert h.task("succeeded", "app.add") == 1
+    assert h.task("succeeded", UNKNOWN) == 0

@@ -1,0 +1,110 @@
+"""The in-flight table: uuid -> TaskRecord of tasks not finished yet, and how a worker-side task
+event finds its task, its labels and the WorkerSeries it counts in.
+
+A bounded table (--max-tracked-tasks, oldest dropped first) of what a later event of the same
+task needs: its name, queue, send and start times, and the series of its last worker-side label
+set, kept so that the next event of the task counts without hashing the label tuple (series.py).
+Written only from the event thread, under the tracker's lock (task_events.py calls it).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import Config
+from .events import BadEvent
+from .late_sends import TaskRecord
+from .metrics import UNKNOWN
+from .series import WorkerSeries, WorkerSeriesTable
+from .task_labels import EventLabels
+from .workers import WorkerTable
+
+
+class InFlight:
+    def __init__(
+        self,
+        config: Config,
+        worker_queues: Callable[[], Mapping[str, tuple[str, ...]]],
+        workers: WorkerTable,
+    ) -> None:
+        self._max_tasks = config.max_tracked_tasks
+        self._default_queue = config.default_queue_name
+        self._worker_queues = worker_queues  # from the inspect poll; read-only here
+        self.workers = workers
+        self._worker_records = workers.records  # read-only here
+        self.tasks: OrderedDict[str, TaskRecord] = OrderedDict()
+        self.worker_series = WorkerSeriesTable()  # the zero-initialised kinds' counts
+        self.queue_by_name: dict[str, str] = {}  # the queue each task name was last sent to
+        self.labels = EventLabels(config)
+        self._worker_nodes = self.labels.worker_nodes  # the memos: the hot path's first try
+        self._name_memo = self.labels.name_memo
+
+    def new(self, uuid: str) -> TaskRecord:
+        """A new in-flight record (callers looked it up first)."""
+        record = self.tasks[uuid] = TaskRecord(UNKNOWN)
+        if len(self.tasks) > self._max_tasks:
+            self.tasks.popitem(last=False)  # oldest first: long-done or lost tasks
+        return record
+
+    def name(self, record: TaskRecord, event: dict[str, Any]) -> None:
+        """Names an unnamed record from the event's `name`, if it has one."""
+        raw = event.get("name")
+        if raw is not None and record.name == UNKNOWN:
+            name = self._name_memo.get(raw) if type(raw) is str else None
+            record.name = name if name is not None else self.labels.name(raw)
+
+    def worker_task(
+        self, event: dict[str, Any], now: float
+    ) -> tuple[str, TaskRecord, WorkerSeries, str]:
+        """Common to every worker-side task event: find the task and the series it counts in
+        (the caller counts it). Returns uuid, record, series, the worker's node name."""
+        uuid: Any = event.get("uuid")
+        record = self.tasks.get(uuid) if type(uuid) is str else None
+        if record is None:  # a uuid in the table was checked when it came in: only new ones
+            if type(uuid) is not str or not uuid or len(uuid) > 255:
+                raise BadEvent("bad_uuid")
+            record = self.new(uuid)
+        raw = event.get("hostname")
+        known = self._worker_nodes.get(raw) if type(raw) is str else None
+        if known is None:
+            known = self.labels.worker_node(raw)
+        nodename, host = known
+        # The kept series is this event's while its labels are the record's name and queue
+        # and the event's host (a late task-sent may name the task or move its queue, a
+        # redelivery its host) and its host was not forgotten since.
+        series = record.series
+        if (
+            series is None
+            or record.name == UNKNOWN  # this event may name it
+            or series.labels[1] != host
+            or series.labels[0] != record.name
+            or series.labels[2] != record.queue
+            or not series.live
+        ):
+            series = self._series(record, event, nodename, host)
+        worker = self._worker_records.get(nodename)
+        if worker is None or not worker.task_events_seen:  # else it would do nothing
+            self.workers.saw_task_event(nodename, now)
+        return uuid, record, series, nodename
+
+    def _series(
+        self, record: TaskRecord, event: dict[str, Any], nodename: str, host: str
+    ) -> WorkerSeries:
+        """The record's labels from this event, and their series (zero-initialised when new)."""
+        if record.name == UNKNOWN:
+            self.name(record, event)
+        queue = record.queue
+        if queue is None:
+            queue = record.queue = self.resolve_queue(record.name, nodename)
+        series = record.series = self.worker_series.get((record.name, host, queue))
+        return series
+
+    def resolve_queue(self, name: str, nodename: str) -> str:
+        """Where task-sent did not say: the worker's only queue, then the queue this task
+        name was last sent to, then --default-queue-name."""
+        consumed = self._worker_queues().get(nodename, ())
+        if len(consumed) == 1:
+            return consumed[0]
+        return self.queue_by_name.get(name, self._default_queue)
