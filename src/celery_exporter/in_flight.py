@@ -41,11 +41,16 @@ class InFlight:
         self._worker_nodes = self.labels.worker_nodes  # the memos: the hot path's first try
         self._name_memo = self.labels.name_memo
 
-    def new(self, uuid: str) -> TaskRecord:
-        """A new in-flight record (callers looked it up first)."""
+    def new(self, uuid: str, event: dict[str, Any] | None = None) -> TaskRecord:
+        """A new in-flight record (callers looked it up first), named from `event` if given:
+        name() inlined, after the record is in the table, as a bad name leaves it there."""
         record = self.tasks[uuid] = TaskRecord(UNKNOWN)
         if len(self.tasks) > self._max_tasks:
             self.tasks.popitem(last=False)  # oldest first: long-done or lost tasks
+        raw = None if event is None else event.get("name")
+        if raw is not None:
+            name = self._name_memo.get(raw) if type(raw) is str else None
+            record.name = name if name is not None else self.labels.name(raw)
         return record
 
     def name(self, record: TaskRecord, event: dict[str, Any]) -> None:
@@ -71,18 +76,12 @@ class InFlight:
         if known is None:
             known = self.labels.worker_node(raw)
         nodename, host = known
-        # The kept series is this event's while its labels are the record's name and queue
-        # and the event's host (a late task-sent may name the task or move its queue, a
-        # redelivery its host) and its host was not forgotten since.
+        # The kept series is this event's while the event's host is its host (a redelivery may
+        # move the task) and that host was not forgotten since. Its name and queue are the
+        # record's: it is kept only once the task is named, and task_sent() drops it when
+        # it moves the task's queue (three comparisons per event fewer).
         series = record.series
-        if (
-            series is None
-            or record.name == UNKNOWN  # this event may name it
-            or series.labels[1] != host
-            or series.labels[0] != record.name
-            or series.labels[2] != record.queue
-            or not series.live
-        ):
+        if series is None or series.labels[1] != host or not series.live:
             series = self._series(record, event, nodename, host)
         worker = self._worker_records.get(nodename)
         if worker is None or not worker.task_events_seen:  # else it would do nothing
@@ -98,7 +97,9 @@ class InFlight:
         queue = record.queue
         if queue is None:
             queue = record.queue = self.resolve_queue(record.name, nodename)
-        series = record.series = self.worker_series.get((record.name, host, queue))
+        series = self.worker_series.get((record.name, host, queue))
+        if record.name != UNKNOWN:  # else the next event may name it: not kept
+            record.series = series
         return series
 
     def resolve_queue(self, name: str, nodename: str) -> str:

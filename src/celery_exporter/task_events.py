@@ -77,7 +77,7 @@ class TaskEvents:
         self._queue_memo = self.labels.queue_memo  # the memos: the hot path's first try
         self._producer_memo = self.labels.producer_memo
         self.holdings = holdings
-        self._held_tasks = holdings.owner  # read-only here: `in` before calling done()
+        self._held_tasks = holdings.owner  # holdings.done() is inlined: a pop and a del
         self.missed = missed
         self.queue_age = queue_age
         self._waiting = queue_age.waiting  # queue_age.ended() is a pop from it
@@ -156,8 +156,8 @@ class TaskEvents:
                 self._count_late_send(finished, event, host, queue, sent_at, eta)
                 return
         if record is None:
-            record = self.in_flight.new(uuid)
-        if record.name == UNKNOWN:
+            record = self.in_flight.new(uuid, event)  # named from the event: one call, not two
+        elif record.name == UNKNOWN:
             self.in_flight.name(record, event)
         started_at = record.started_at
         if started_at is not None and record.sent_at is None and sent_at <= started_at:
@@ -170,7 +170,8 @@ class TaskEvents:
         record.sent_at, record.eta, record.started_at = sent_at, eta, None
         name = record.name
         if queue is not None:
-            record.queue = queue
+            if queue != record.queue:  # its kept series was of the old queue (in_flight.py)
+                record.queue, record.series = queue, None
             if name != UNKNOWN:
                 self.in_flight.queue_by_name[name] = queue
         else:
@@ -214,6 +215,13 @@ class TaskEvents:
             received_at = worker_time(event, now)
         self.holdings.received(uuid, nodename, received_at, eta)
         if record.started_at is None:  # prefetched: still waits
+            entry = self._waiting.get(uuid)
+            if entry is not None:  # queue_age.received() inlined for a task whose send was seen
+                ready = record.eta
+                if ready is not None and ready > entry.ready_at:
+                    entry.ready_at = ready
+                entry.holder, entry.held_since = event["hostname"], now
+                return
             expires = event.get("expires")
             expires = None if expires is None else timestamp_or_none(expires)
             self.queue_age.received(
@@ -227,8 +235,9 @@ class TaskEvents:
         uuid, record, series, nodename = self._worker_task(event, now)
         series.counts[STARTED] += 1
         record.started_at = started_at
-        if uuid in self._held_tasks:
-            self.holdings.done(uuid)
+        held_in = self._held_tasks.pop(uuid, None)  # holdings.done(), inlined
+        if held_in is not None:
+            del held_in[uuid]
         self.missed.started(nodename, started_at)
         self._waiting.pop(uuid, None)  # queue_age.ended()
         sent_at = record.sent_at
@@ -258,8 +267,7 @@ class TaskEvents:
     def _finished(self, uuid: str, record: TaskRecord, now: float) -> None:
         """Succeeded or failed: it leaves the in-flight table (late_sends.py)."""
         del self.tasks[uuid]  # done: later events for it are rare, and get name "unknown"
-        if uuid in self._held_tasks:
-            self.holdings.done(uuid)
+        self.holdings.done(uuid)
         self._waiting.pop(uuid, None)  # queue_age.ended()
         if record.sent_at is None:  # else late_sends.finished() would do nothing
             self.late_sends.finished(uuid, record, now)
@@ -280,7 +288,7 @@ class TaskEvents:
             row[-1] += runtime
         # _finished() inlined: a third of all tasks' events end here.
         del self.tasks[uuid]
-        if uuid in self._held_tasks:
+        if uuid in self._held_tasks:  # rarely held still: task-started took it out
             self.holdings.done(uuid)
         self._waiting.pop(uuid, None)
         if record.sent_at is None:
