@@ -7,6 +7,8 @@ errors into ProbeError, so the poller records a failed poll instead of crashing.
 - Redis (redis, rediss, sentinel): redis_queues.py.
 - AMQP (RabbitMQ): a passive queue_declare per queue gives ready messages and consumers. A
   missing queue closes the channel with 404; it reads 0 and a fresh channel serves the rest.
+  A queue this user may not use (403, RabbitMQ 4.2.6 and later check passive declares) is
+  left out and fails the poll, so it reads neither 0 nor "fine".
   Unacked messages are not available over AMQP (only the management API has them).
 - Any other kombu transport (SQS, ...): kombu's own passive queue_declare, whose message_count
   comes from the transport's size call. Transports without one report no lengths.
@@ -30,6 +32,7 @@ from .queue_probe import (
     QueueProbe,
     QueueReading,
     describe_error,
+    is_access_refused,
     is_internal_queue,
     is_not_found,
 )
@@ -61,6 +64,7 @@ class AmqpQueueProbe(QueueProbe):
     def _read(self, conn: Any, queues: Sequence[str]) -> QueueReading:
         lengths: dict[str, int] = {}
         consumers: dict[str, int] = {}
+        refused: BaseException | None = None
         # Open a channel even with no queues to read: that round trip is what tells a dead
         # node from a quiet one, so the poll never reports success through an outage.
         channel: Any = conn.channel()
@@ -75,6 +79,8 @@ class AmqpQueueProbe(QueueProbe):
                     channel = None
                     if is_not_found(exc):
                         lengths[queue] = consumers[queue] = 0
+                    elif is_access_refused(exc):
+                        refused = refused or exc
                     else:
                         log.debug("queue %r not readable: %s", queue, describe_error(exc))
                     continue
@@ -83,7 +89,7 @@ class AmqpQueueProbe(QueueProbe):
         finally:
             if channel is not None:
                 channel.close()
-        return QueueReading(lengths=lengths, consumers=consumers)
+        return QueueReading(lengths=lengths, consumers=consumers, error=refused)
 
 
 class KombuQueueProbe(QueueProbe):
@@ -99,17 +105,20 @@ class KombuQueueProbe(QueueProbe):
             return QueueReading(lengths={})
         channel = conn.default_channel
         lengths: dict[str, int] = {}
+        refused: BaseException | None = None
         for queue in queues:
             try:
                 ok = channel.queue_declare(queue=queue, passive=True)
             except conn.channel_errors as exc:
                 if is_not_found(exc):
                     lengths[queue] = 0
+                elif is_access_refused(exc):
+                    refused = refused or exc
                 else:
                     log.debug("queue %r not readable: %s", queue, describe_error(exc))
                 continue
             lengths[queue] = int(ok.message_count)
-        return QueueReading(lengths=lengths)
+        return QueueReading(lengths=lengths, error=refused)
 
 
 def make_probe(app: Celery, config: Config, discover_bindings: bool = False) -> QueueProbe:

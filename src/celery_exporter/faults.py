@@ -11,14 +11,20 @@ an EOF. That is still one outage.
 No client library is imported: their errors are recognised by class name and text (only the
 standard library's socket and ssl errors by type), so this works whichever transport is
 installed. No password reaches the text: every one in the URL is replaced.
+
+A refusal (the user is logged in but may not do what was asked) names the user and what to
+grant: for RabbitMQ the `rabbitmqctl set_permissions` call, for Redis the `ACL SETUSER` rules,
+which our own clients work out from the commands and keys they used (`Refused`). The daemon's
+log (outages.py) and the `check` command both print `fault_line()`, so they say one thing.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +37,9 @@ PERMISSION = "permission"  # connected, but the user may not do what was asked
 # The kinds that keep every thread off the broker: "cannot connect" problems.
 CONNECTION_KINDS = frozenset({UNREACHABLE, TLS, AUTH, VHOST})
 
+UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}", re.I
+)
 CHAIN_LIMIT = 8  # exceptions wrapping exceptions: how deep to look
 
 DNS_FAILURES = (
@@ -61,6 +70,38 @@ class Fault:
     description: str
     # Worth saying only if the broker never answered (a setup problem, not an outage).
     setup_hint: str = ""
+
+    @property
+    def key(self) -> str:
+        """What makes two reports one problem. Refusals of different things are different
+        problems (the poll refused LLEN, the event stream refused a channel; or, once LLEN is
+        granted, the keys): each is news. Ids in names (`celeryev.<uuid>`, a new one on every
+        reconnect) do not make a refusal new."""
+        if self.kind != PERMISSION:
+            return self.kind
+        return f"{self.kind}: {UUID.sub('<id>', self.description)}"
+
+
+class Refused(Exception):
+    """Raised from (`raise ... from`) the broker's refusal by a client of ours that knows what
+    it asked for: `what` it could not read, and the Redis ACL rules that would allow it."""
+
+    def __init__(self, what: str, rules: Sequence[str] = ()) -> None:
+        super().__init__(what)
+        self.what = what
+        self.rules = tuple(rules)
+
+
+def fault_line(fault: Fault, source: str, broker: str, lost: bool = False) -> str:
+    """The one line that tells an operator about `fault`, which `source` (a thread's job, e.g.
+    "queue poll") met on `broker` (the URL, password redacted). `lost`: it had worked before."""
+    if fault.kind not in CONNECTION_KINDS:
+        return f"{source} failing on broker {broker}: {fault.description}"
+    verb = "lost connection to" if lost else "cannot connect to"
+    words = fault.description
+    if fault.setup_hint and not lost:
+        words += f" ({fault.setup_hint})"
+    return f"{verb} broker {broker}: {words}"
 
 
 def passwords(url: str) -> list[str]:
@@ -95,7 +136,9 @@ class FaultDescriber:
     """Turns a broker exception into a Fault that names this exporter's flags."""
 
     def __init__(self, broker_url: str, ssl_options: Mapping[str, Any] | None = None) -> None:
-        self.scheme = urlsplit(broker_url.split(";", maxsplit=1)[0]).scheme
+        first = broker_url.split(";", maxsplit=1)[0]
+        self.scheme = urlsplit(first).scheme
+        self.user = _user(first)
         self.ssl_options = dict(ssl_options) if isinstance(ssl_options, Mapping) else {}
         self.secrets = sorted(set(passwords(broker_url)), key=len, reverse=True)
 
@@ -115,7 +158,7 @@ class FaultDescriber:
             self._tls(excs, text)
             or _credentials(lowered)
             or _vhost(text)
-            or _permission(excs, lowered)
+            or self._permission(excs, lowered)
             or self._unreachable(excs, lowered)
         )
         if known is not None:
@@ -216,6 +259,35 @@ class FaultDescriber:
             f"{signer}{detail}"
         )
 
+    def _permission(self, excs: list[BaseException], lowered: str) -> Fault | None:
+        """Connected and logged in, but refused one operation (a RabbitMQ or Redis ACL)."""
+        if "access_refused" not in lowered and "noperm" not in lowered:
+            return None
+        broker_error = first_line(excs[-1])
+        for exc in excs:
+            found = AMQP_REFUSED.search(str(exc))
+            if found:
+                return Fault(PERMISSION, _amqp_refused(found))
+        if self.scheme.startswith(("redis", "sentinel")):
+            refused = next((e for e in excs if isinstance(e, Refused)), None)
+            user = self.user or "default"  # a URL with only a password logs in as `default`
+            if refused is not None:
+                what, rules = f"may not read {refused.what}", refused.rules
+            else:
+                command = re.search(r"permissions to run the '([^']+)' command", lowered)
+                what, rules = (
+                    "was refused an operation",
+                    (f"+{command.group(1)}",) if command else (),
+                )
+            grant = (
+                f"grant it with ACL SETUSER {user} {' '.join(rules)}"
+                if rules
+                else "ACL LOG on the server names what was refused"
+            )
+            words = f"Redis user '{user}' {what} ({broker_error}): {grant}"
+            return Fault(PERMISSION, words)
+        return Fault(PERMISSION, f"the broker refused this user an operation: {broker_error}")
+
     def _uses_tls(self) -> bool:
         return bool(self.ssl_options) or self.scheme in {"rediss", "amqps", "sentinels"}
 
@@ -262,12 +334,45 @@ def _vhost(text: str) -> Fault | None:
     return None
 
 
-def _permission(excs: list[BaseException], lowered: str) -> Fault | None:
-    """Connected and logged in, but refused one operation (a RabbitMQ or Redis ACL)."""
-    if "access_refused" in lowered or "noperm" in lowered:
-        refused = first_line(excs[-1])
-        return Fault(PERMISSION, f"the broker refused this user an operation: {refused}")
-    return None
+# RabbitMQ 3.x says `access to queue 'q' in vhost 'v' refused for user 'u'`; some versions
+# name the permission first (`configure access to ...`).
+AMQP_REFUSED = re.compile(
+    r"(?:(?P<method>\w+\.\w+): )?\(403\) ACCESS_REFUSED - (?:(?P<perm>configure|write|read) )?"
+    r"access to (?P<kind>queue|exchange) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)' "
+    r"refused for user '(?P<user>[^']*)'"
+)
+# Which permission an AMQP method needs on the resource it was refused (RabbitMQ's access
+# control table); a passive Queue.declare is refused only by versions that want configure.
+AMQP_METHOD_PERMISSION = {
+    "Queue.declare": "configure",
+    "Queue.delete": "configure",
+    "Exchange.declare": "configure",
+    "Exchange.delete": "configure",
+    "Basic.consume": "read",
+    "Basic.get": "read",
+    "Queue.purge": "read",
+    "Basic.publish": "write",
+}
+
+
+def _amqp_refused(found: re.Match[str]) -> str:
+    vhost, user, kind, name, method = found.group("vhost", "user", "kind", "name", "method")
+    permission = found.group("perm") or AMQP_METHOD_PERMISSION.get(method or "")
+    pattern = f"its {permission} pattern" if permission else "one of its patterns"
+    command = " ".join(shlex.quote(word) for word in ("-p", vhost, user))
+    return (
+        f"RabbitMQ user '{user}' may not use {kind} '{name}' in vhost '{vhost}' "
+        f"({method or 'AMQP'}: 403 ACCESS_REFUSED): let {pattern} match it "
+        f"(rabbitmqctl set_permissions {command} CONFIGURE WRITE READ)"
+    )
+
+
+def _user(url: str) -> str:
+    """The user name in a broker URL, '' if none (or the URL does not parse)."""
+    try:
+        return unquote(urlsplit(url).username or "")
+    except ValueError:
+        return ""
 
 
 def _after(text: str, marker: str) -> str:

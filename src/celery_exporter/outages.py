@@ -4,8 +4,9 @@ The event thread, the queue-poll thread and the inspect thread each talk to the 
 each finds out on its own when it is down, misconfigured or refusing us; each still records it
 as a metric. Here they all report to one BrokerOutages, which logs the first report of a problem
 at WARNING (in words, faults.py), every repeat at DEBUG, and one INFO line once every thread
-that saw it works again. A thread that sees a problem of another kind (say the queue poll is
-refused an operation while events flow) gets a line of its own: that is news.
+that saw it works again. A thread that sees another problem (say the queue poll is refused an
+operation while events flow, or refused something else once the first grant is in) gets a line
+of its own: that is news. Two reports are one problem when their faults' `key`s match.
 
 Only logging lives here: metrics stay with the threads, so a scrape never waits on this lock.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import redact_url
-from .faults import CONNECTION_KINDS, Fault, FaultDescriber
+from .faults import CONNECTION_KINDS, Fault, FaultDescriber, fault_line
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class BrokerOutages:
         self.describe = describe
         self.clock = clock
         self._lock = threading.Lock()
-        self._problems: dict[str, _Problem] = {}  # kind -> problem
-        self._seen_by: dict[str, str] = {}  # source -> kind it fails with
+        self._problems: dict[str, _Problem] = {}  # fault key -> problem
+        self._seen_by: dict[str, str] = {}  # source -> key of the fault it fails with
         self._ever_worked = False
 
     def failed(self, source: str, exc: BaseException) -> None:
@@ -57,47 +58,35 @@ class BrokerOutages:
         # Lines are written under the lock too: a recovery is never logged before its warning.
         with self._lock:
             previous = self._seen_by.get(source)
-            if previous is not None and previous != fault.kind:
+            if previous is not None and previous != fault.key:
                 # The same thread, a new reason (e.g. refused, then a wrong password once the
                 # broker is back): the old problem is over for it, the new one is news.
                 self._leave(source, previous)
-            self._seen_by[source] = fault.kind
-            problem = self._problems.get(fault.kind)
+            self._seen_by[source] = fault.key
+            problem = self._problems.get(fault.key)
             if problem is not None:
                 problem.sources.add(source)
                 log.debug("%s: broker still failing: %s", source, fault.description)
                 return
             problem = _Problem(fault, self.clock(), source, self._ever_worked, {source})
-            self._problems[fault.kind] = problem
+            self._problems[fault.key] = problem
             self._log_start(problem)
 
     def succeeded(self, source: str) -> bool:
         """`source` used the broker; True if it had been failing until now."""
         with self._lock:
             self._ever_worked = True
-            kind = self._seen_by.pop(source, None)
-            if kind is None:
+            key = self._seen_by.pop(source, None)
+            if key is None:
                 return False
-            over = self._leave(source, kind)
+            over = self._leave(source, key)
             if over is not None:
                 self._log_end(over)
             return True
 
     def _log_start(self, problem: _Problem) -> None:
-        fault = problem.fault
-        if fault.kind not in CONNECTION_KINDS:
-            log.warning(
-                "%s failing on broker %s: %s; retrying until it works",
-                problem.first_source,
-                self.broker,
-                fault.description,
-            )
-            return
-        verb = "lost connection to" if problem.lost else "cannot connect to"
-        words = fault.description
-        if fault.setup_hint and not problem.lost:
-            words += f" ({fault.setup_hint})"
-        log.warning("%s broker %s: %s; retrying until it works", verb, self.broker, words)
+        line = fault_line(problem.fault, problem.first_source, self.broker, problem.lost)
+        log.warning("%s; retrying until it works", line)
 
     def _log_end(self, problem: _Problem) -> None:
         took = self.clock() - problem.since
@@ -112,15 +101,15 @@ class BrokerOutages:
     def failing(self) -> dict[str, str]:
         """Source -> the kind of problem it sees now (for tests and debugging)."""
         with self._lock:
-            return dict(self._seen_by)
+            return {source: self._problems[key].fault.kind for source, key in self._seen_by.items()}
 
-    def _leave(self, source: str, kind: str) -> _Problem | None:
-        """Take `source` off the problem of `kind`; the problem if nobody sees it any more."""
-        problem = self._problems[kind]
+    def _leave(self, source: str, key: str) -> _Problem | None:
+        """Take `source` off the problem of `key`; the problem if nobody sees it any more."""
+        problem = self._problems[key]
         problem.sources.discard(source)
         if problem.sources:
             return None
-        del self._problems[kind]
+        del self._problems[key]
         return problem
 
 

@@ -8,7 +8,9 @@ its latest result under one short lock; a scrape reads `view(now)`, which does n
 Staleness: the last good values of a poll are served for up to two intervals (plus the timeout)
 after the poll that produced them, so one failed poll does not punch a gap into graphs and
 reset `for:` clauses; past that they are dropped rather than shown as fresh. The success gauge
-and the last-success timestamp say what happened in any case.
+and the last-success timestamp say what happened in any case. A poll the broker answered only
+in part (this user may not read some queue) fails too, and is logged like an outage; its fresh
+values for the other queues are served, and a queue it could not read has no value at all.
 
 Queues: the static `-Q` list, plus queues found in workers' `active_queues`, plus (optionally)
 Redis binding sets. A found queue is kept while a worker consumes it or it holds messages and is
@@ -62,6 +64,7 @@ class PollView:
 class _State:
     reading: QueueReading | None = None
     reading_at: float | None = None
+    success_at: float | None = None  # a partial reading is fresh, but not a success
     poll_success: bool | None = None
     poll_duration: float | None = None
     workers: dict[str, WorkerStats] = field(default_factory=dict)
@@ -189,7 +192,10 @@ class QueuePoller:
                 self._state.poll_success = False
                 self._state.poll_duration = self.clock() - started
             return
-        self.outages.succeeded(POLL)
+        if reading.error is not None:
+            self.outages.failed(POLL, reading.error)
+        else:
+            self.outages.succeeded(POLL)
         now = self.clock()
         heads = None if reading.heads is None else self._head_watch.stamp(reading.heads, now)
         evidence = BrokerEvidence(read_at, reading.lengths, heads, reading.unacked_ids)
@@ -199,7 +205,9 @@ class QueuePoller:
                 if length > 0 and name in self._state.found:
                     self._state.found[name] = now  # a backlog nobody consumes still matters
             self._state.reading, self._state.reading_at = reading, now
-            self._state.poll_success = True
+            self._state.poll_success = reading.error is None
+            if reading.error is None:
+                self._state.success_at = now
             self._state.poll_duration = now - started
 
     def inspect_workers(self) -> None:
@@ -271,7 +279,7 @@ class QueuePoller:
         cfg = self.config
         with self._lock:
             state = self._state
-            reading, reading_at = state.reading, state.reading_at
+            reading, reading_at, success_at = state.reading, state.reading_at, state.success_at
             workers, workers_at = state.workers, state.workers_at
             poll = (state.poll_success, state.poll_duration)
             inspect_success = state.inspect_success
@@ -304,7 +312,7 @@ class QueuePoller:
             length_supported=self.probe.supports_length,
             poll_success=poll[0],
             poll_duration=poll[1],
-            poll_last_success=reading_at,
+            poll_last_success=success_at,
             inspect_success=inspect_success,
             inspect_last_success=workers_at,
             workers=tuple(workers.values()),

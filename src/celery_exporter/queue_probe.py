@@ -23,6 +23,7 @@ INTERNAL_EXCHANGES = frozenset({"celeryev", "celery.pidbox", "reply.celery.pidbo
 INTERNAL_QUEUE_SUFFIXES = (".pidbox", ".celery.pidbox")
 INTERNAL_QUEUE_PREFIXES = ("celeryev.",)
 NOT_FOUND = 404
+ACCESS_REFUSED = 403
 
 
 class ProbeError(Exception):
@@ -40,6 +41,10 @@ class QueueReading:
     # Redis only: the oldest message of each priority sub-list, and the task ids workers took.
     heads: Mapping[str, tuple[BrokerHead, ...]] | None = None
     unacked_ids: frozenset[str] | None = None
+    # Set when the broker answered but refused (or failed) part of the reading, e.g. this user
+    # may not read some queue: those queues are absent from `lengths` (never a false 0), and the
+    # poll counts as failed. The broker's error, for faults.py to put in words.
+    error: BaseException | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -50,6 +55,11 @@ def describe_error(exc: BaseException) -> str:
 def is_not_found(exc: BaseException) -> bool:
     # py-amqp sets reply_code 404 (int); kombu's virtual transports pass the string "404".
     return str(getattr(exc, "reply_code", "")) == str(NOT_FOUND)
+
+
+def is_access_refused(exc: BaseException) -> bool:
+    """RabbitMQ's 403: this user may not use the resource (on a passive declare since 4.2.6)."""
+    return str(getattr(exc, "reply_code", "")) == str(ACCESS_REFUSED)
 
 
 def is_internal_queue(name: str) -> bool:

@@ -6,16 +6,22 @@ come from kombu's channel, so transport options apply). The same round trip read
 message of each sub-list (kombu LPUSHes and BRPOPs, so that is LINDEX -1) for its headers' task
 id, ETA and expiry; the body (args) is never read. Optionally, queues are discovered from
 kombu's `_kombu.binding.*` sets.
+
+An error in place of an answer (an ACL `NOPERM`, say) is never read as 0: the queue (or the
+unacked hash) is left out of the reading and the reading carries the error, so the poll fails
+and the log says which ACL rules (commands, key patterns) this user lacks.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import Celery
 
+from .faults import Refused
 from .queue_evidence import BrokerHead, message_headers, parse_head
 from .queue_probe import (
     INTERNAL_EXCHANGES,
@@ -38,6 +44,7 @@ class RedisQueueProbe(QueueProbe):
         # exchange -> routing key -> queues, from kombu's binding sets; read when an unacked
         # message names an exchange other than the default one.
         self._bindings: dict[str, dict[str, list[str]]] = {}
+        self._binding_errors: list[tuple[str, str, BaseException]] = []  # from discover()
 
     def _transport_options(self) -> dict[str, Any]:
         return {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
@@ -65,41 +72,56 @@ class RedisQueueProbe(QueueProbe):
         exchanges = sorted(self._bindings)
         per_queue = len(channel.priority_steps)
         keys = [key for queue in queues for key in self.queue_keys(channel, queue)]
+        unacked_key = f"{prefix}{channel.unacked_key}"
+        binding_keys = [f"{prefix}{channel.keyprefix_queue % (e,)}" for e in exchanges]
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.llen(key)
             for key in keys:
                 pipe.lindex(key, -1)  # the end kombu pops from: the sub-list's oldest message
-            pipe.hvals(f"{prefix}{channel.unacked_key}")
-            for exchange in exchanges:
-                pipe.smembers(f"{prefix}{channel.keyprefix_queue % (exchange,)}")
+            pipe.hvals(unacked_key)
+            for key in binding_keys:
+                pipe.smembers(key)
             # A key of another type answers WRONGTYPE; kombu counts that as 0 and so do we.
             results = pipe.execute(raise_on_error=False)
+        failures = _Failures(channel)
+        failures.errors += self._binding_errors
+        self._binding_errors = []
         lengths: dict[str, int] = {}
-        for index, queue in enumerate(queues):
-            sizes = results[index * per_queue : (index + 1) * per_queue]
-            lengths[queue] = sum(size for size in sizes if isinstance(size, int))
         heads: dict[str, tuple[BrokerHead, ...]] = {}
         for index, queue in enumerate(queues):
-            raw = results[len(keys) + index * per_queue : len(keys) + (index + 1) * per_queue]
+            span = slice(index * per_queue, (index + 1) * per_queue)
+            sizes, raw = results[: len(keys)][span], results[len(keys) : 2 * len(keys)][span]
+            answers = [("llen", key, r) for key, r in zip(keys[span], sizes, strict=True)]
+            answers += [("lindex", key, r) for key, r in zip(keys[span], raw, strict=True)]
+            if failures.add(f"queue '{queue}'", answers):
+                continue  # no length rather than a false 0, and no heads to age it by
+            lengths[queue] = sum(size for size in sizes if isinstance(size, int))
             heads[queue] = tuple(head for head in map(parse_head, raw) if head is not None)
         offset = 2 * len(keys)
         unacked_values = results[offset]
-        for exchange, members in zip(exchanges, results[offset + 1 :], strict=True):
-            self._bindings[exchange] = self._parse_bindings(channel.sep, members)
+        unacked_ok = not failures.add("the unacked hash", [("hvals", unacked_key, unacked_values)])
+        for exchange, key, members in zip(
+            exchanges, binding_keys, results[offset + 1 :], strict=True
+        ):
+            if not failures.add("the binding sets", [("smembers", key, members)]):
+                self._bindings[exchange] = self._parse_bindings(channel.sep, members)
         unacked_ids: set[str] = set()
         routes = self._unacked_routes(unacked_values, unacked_ids)
         new = {exchange for exchange, _ in routes if exchange and exchange not in self._bindings}
         if new:
-            self._load_bindings(channel, client, new)
-        unacked = dict.fromkeys(queues, 0)
+            failures.errors += self._load_bindings(channel, client, new)
+        unacked: dict[str, int] | None = dict.fromkeys(queues, 0)
         for (exchange, routing_key), count in routes.items():
             queue = self._queue_for(exchange, routing_key)
-            if queue in unacked:
+            if unacked is not None and queue in unacked:
                 unacked[queue] += count
         # Without ack emulation kombu keeps no unacked hash: its emptiness would prove nothing.
-        ids = frozenset(unacked_ids) if getattr(channel, "ack_emulation", True) else None
-        return QueueReading(lengths, unacked, heads=heads, unacked_ids=ids)
+        ack_emulation = getattr(channel, "ack_emulation", True)
+        ids = frozenset(unacked_ids) if ack_emulation and unacked_ok else None
+        if not unacked_ok:
+            unacked = None  # unknown, not 0
+        return QueueReading(lengths, unacked, heads=heads, unacked_ids=ids, error=failures.error())
 
     @staticmethod
     def _unacked_routes(values: Any, ids: set[str] | None = None) -> dict[tuple[str, str], int]:
@@ -135,15 +157,21 @@ class RedisQueueProbe(QueueProbe):
             targets.sort()
         return table
 
-    def _load_bindings(self, channel: Any, client: Any, exchanges: Iterable[str]) -> None:
+    def _load_bindings(
+        self, channel: Any, client: Any, exchanges: Iterable[str]
+    ) -> list[tuple[str, str, BaseException]]:
+        """Read the binding sets of `exchanges`; those the broker refused, as _Failures.errors."""
         names = sorted(exchanges)
-        prefix = channel.global_keyprefix
+        keys = [f"{channel.global_keyprefix}{channel.keyprefix_queue % (e,)}" for e in names]
         with client.pipeline(transaction=False) as pipe:
-            for exchange in names:
-                pipe.smembers(f"{prefix}{channel.keyprefix_queue % (exchange,)}")
+            for key in keys:
+                pipe.smembers(key)
             results = pipe.execute(raise_on_error=False)
-        for exchange, members in zip(names, results, strict=True):
-            self._bindings[exchange] = self._parse_bindings(channel.sep, members)
+        failures = _Failures(channel)
+        for exchange, key, members in zip(names, keys, results, strict=True):
+            if not failures.add("the binding sets", [("smembers", key, members)]):
+                self._bindings[exchange] = self._parse_bindings(channel.sep, members)
+        return failures.errors
 
     def _queue_for(self, exchange: str, routing_key: str) -> str:
         # The default exchange routes by queue name; Celery's own direct exchanges bind the
@@ -169,7 +197,8 @@ class RedisQueueProbe(QueueProbe):
                 name = (key.decode() if isinstance(key, bytes) else str(key))[len(head) :]
                 if name not in INTERNAL_EXCHANGES:
                     exchanges.append(name)
-            self._load_bindings(channel, client, exchanges)
+            # A refused set is told by the next read (one poll, one outcome).
+            self._binding_errors += self._load_bindings(channel, client, exchanges)
         except self.errors(conn) as exc:
             self.close()
             raise ProbeError(describe_error(exc)) from exc
@@ -181,3 +210,63 @@ class RedisQueueProbe(QueueProbe):
             if not is_internal_queue(queue)
         }
         return tuple(sorted(found))
+
+
+NO_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
+GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _glob_escape(text: str) -> str:
+    return GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+class _Failures:
+    """The answers of one read that are errors, and the ACL rules that would have allowed them."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.errors: list[tuple[str, str, BaseException]] = []  # (what, rule, error)
+
+    def add(self, what: str, answers: Iterable[tuple[str, str, Any]]) -> bool:
+        """Note the errors among `answers` ((command, key, result)); True if there were any."""
+        failed = False
+        for command, key, result in answers:
+            if not isinstance(result, Exception) or str(result).startswith("WRONGTYPE"):
+                continue
+            failed = True
+            text = str(result).lower()  # Redis 7.2 reworded these: "No permissions to access a key"
+            if NO_COMMAND.search(text):
+                rule = f"+{command}"
+            elif "no permissions to access" in text and "key" in text:
+                rule = f"~{self._pattern(key)}"
+            else:
+                rule = ""  # not a refusal (say, LOADING): no rule would help
+            self.errors.append((what, rule, result))
+        return failed
+
+    def _pattern(self, key: str) -> str:
+        """An ACL key pattern for `key`: the unacked hash itself, every binding set, or a
+        queue's whole family of priority sub-lists (`q`, `q\\x06\\x163`, ...)."""
+        channel = self.channel
+        bindings = f"{channel.global_keyprefix}{channel.keyprefix_queue % ('',)}"
+        if key.startswith(bindings):
+            return _glob_escape(bindings) + "*"
+        if key == f"{channel.global_keyprefix}{channel.unacked_key}":
+            return _glob_escape(key)
+        return _glob_escape(key.split(channel.sep, 1)[0]) + "*"
+
+    def error(self) -> BaseException | None:
+        """A Refused naming what was refused and the rules to grant (from the first refusal),
+        else the first other error; None if the read was whole."""
+        if not self.errors:
+            return None
+        refusals = [(what, rule, error) for what, rule, error in self.errors if rule]
+        if not refusals:
+            return self.errors[0][2]
+        whats = list(dict.fromkeys(what for what, _, _ in refusals))
+        rules = list(dict.fromkeys(rule for _, rule, _ in refusals))
+        rules.sort(key=lambda rule: not rule.startswith("+"))  # commands, then keys
+        named = whats if len(whats) <= 3 else [*whats[:3], f"{len(whats) - 3} more"]
+        refused = Refused(", ".join(named), rules)
+        refused.__cause__ = refusals[0][2]
+        return refused

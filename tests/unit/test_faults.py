@@ -22,7 +22,10 @@ from celery_exporter.faults import (
     TLS,
     UNREACHABLE,
     VHOST,
+    Fault,
     FaultDescriber,
+    Refused,
+    fault_line,
 )
 from tests.certs import Pki, make_pki
 from tests.servers import free_port
@@ -251,7 +254,9 @@ def test_a_plain_connection_reset_may_mean_a_tls_port() -> None:
                 reply_code=403,
             ),
             PERMISSION,
-            "the broker refused this user an operation: AccessRefused: ",
+            "RabbitMQ user 'ce-user' may not use queue 'celery' in vhost 'ce-vhost' "
+            "(Queue.declare: 403 ACCESS_REFUSED): let its configure pattern match it "
+            "(rabbitmqctl set_permissions -p ce-vhost ce-user CONFIGURE WRITE READ)",
         ),
         (
             REDIS_URL,
@@ -259,7 +264,8 @@ def test_a_plain_connection_reset_may_mean_a_tls_port() -> None:
                 "this user has no permissions to run the 'llen' command"
             ),
             PERMISSION,
-            "the broker refused this user an operation: NoPermissionError: ",
+            "Redis user 'default' was refused an operation (NoPermissionError: this user has "
+            "no permissions to run the 'llen' command): grant it with ACL SETUSER default +llen",
         ),
     ],
     ids=["redis-password", "redis-no-password", "amqp-login", "vhost", "vhost-access",
@@ -287,3 +293,86 @@ def test_an_unknown_error_is_one_kind_per_text_and_never_shows_the_password() ->
         raise kombu.exceptions.OperationalError(str(error)) from error
     except kombu.exceptions.OperationalError as wrapped:
         assert describe(wrapped).kind == fault.kind
+
+
+def refused_queue(queue: str, user: str = "monitor", vhost: str = "/", perm: str = "") -> Exception:
+    """What py-amqp raises when RabbitMQ closes the channel on a passive declare with 403."""
+    return amqp.exceptions.AccessRefused(
+        reply_text=f"ACCESS_REFUSED - {perm}access to queue '{queue}' in vhost '{vhost}' "
+        f"refused for user '{user}'",
+        method_sig=(50, 10),
+        reply_code=403,
+    )
+
+
+def test_a_rabbitmq_refusal_names_user_queue_vhost_and_the_permission_to_grant() -> None:
+    describe = FaultDescriber("amqp://monitor:s3cret-pw@rabbit:5672//")
+    fault = describe(refused_queue("jobs"))
+    assert fault.kind == PERMISSION
+    assert fault.description == (
+        "RabbitMQ user 'monitor' may not use queue 'jobs' in vhost '/' (Queue.declare: 403 "
+        "ACCESS_REFUSED): let its configure pattern match it "
+        "(rabbitmqctl set_permissions -p / monitor CONFIGURE WRITE READ)"
+    )
+    # A broker that names the permission itself is taken at its word.
+    named = describe(refused_queue("jobs", perm="read "))
+    assert "let its read pattern match it" in named.description
+    # A consumer is refused read, and a vhost with a space is quoted for the shell.
+    consume = amqp.exceptions.AccessRefused(
+        reply_text="ACCESS_REFUSED - access to queue 'q' in vhost 'my vhost' refused for "
+        "user 'monitor'",
+        method_sig=(60, 20),
+        reply_code=403,
+    )
+    words = describe(consume).description
+    assert "(Basic.consume: 403 ACCESS_REFUSED): let its read pattern match it" in words
+    assert "rabbitmqctl set_permissions -p 'my vhost' monitor CONFIGURE WRITE READ" in words
+
+
+def test_a_redis_refusal_from_our_probe_names_the_user_and_the_acl_rules() -> None:
+    describe = FaultDescriber("redis://monitor:s3cret-pw@127.0.0.1:6379/0")
+    broker = redis.exceptions.NoPermissionError(
+        "this user has no permissions to access one of the keys used as arguments"
+    )
+    try:
+        raise Refused("queue 'jobs', the unacked hash", ["+llen", "~jobs*", "~unacked"]) from broker
+    except Refused as exc:
+        fault = describe(exc)
+    assert fault.kind == PERMISSION
+    assert fault.description == (
+        "Redis user 'monitor' may not read queue 'jobs', the unacked hash (NoPermissionError: "
+        "this user has no permissions to access one of the keys used as arguments): grant it "
+        "with ACL SETUSER monitor +llen ~jobs* ~unacked"
+    )
+    assert "s3cret-pw" not in fault.description
+    # Without our own words (e.g. the event stream refused a channel): the server's ACL LOG.
+    channels = redis.exceptions.NoPermissionError(
+        "this user has no permissions to access one of the channels used as arguments"
+    )
+    assert describe(channels).description.endswith(": ACL LOG on the server names what was refused")
+
+
+def test_refusals_of_different_things_are_different_problems_but_ids_do_not_count() -> None:
+    describe = FaultDescriber("amqp://monitor:pw@rabbit:5672//")
+    first = describe(refused_queue("celeryev.0b1e5a32-3f7e-4c35-9d37-52a3a8d8f2c1"))
+    again = describe(refused_queue("celeryev.77c0b1f4-1d2a-4e6e-8a5b-0c9d1e2f3a4b"))
+    other = describe(refused_queue("jobs"))
+    assert first.description != again.description  # the line names the real queue
+    assert first.key == again.key  # a reconnect's new event queue is the same problem
+    assert other.key != first.key
+    # Connection problems stay one problem per kind, whatever the words.
+    assert Fault(UNREACHABLE, "connection refused").key == Fault(UNREACHABLE, "reset").key
+
+
+def test_fault_line_is_the_line_for_every_reader() -> None:
+    refused = Fault(PERMISSION, "Redis user 'm' may not read queue 'q'")
+    assert fault_line(refused, "queue poll", "redis://m:***@h:6379/0") == (
+        "queue poll failing on broker redis://m:***@h:6379/0: Redis user 'm' may not read queue 'q'"
+    )
+    down = Fault(UNREACHABLE, "connection refused: no broker listens", "is it up?")
+    assert fault_line(down, "events", "redis://h") == (
+        "cannot connect to broker redis://h: connection refused: no broker listens (is it up?)"
+    )
+    assert fault_line(down, "events", "redis://h", lost=True) == (
+        "lost connection to broker redis://h: connection refused: no broker listens"
+    )

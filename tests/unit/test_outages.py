@@ -160,6 +160,34 @@ def test_another_kind_of_problem_on_one_thread_gets_its_own_lines(
     ]
 
 
+def test_refusals_of_different_things_are_each_news(
+    outages: BrokerOutages, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event stream is refused a channel and the poll a command: two problems, two lines.
+    Once LLEN is granted the poll is refused the keys: news too, for the operator granted what
+    the first line asked and still has work to do."""
+    caplog.set_level(logging.INFO)
+    no_channel = Scripted(PERMISSION, "may not read channels")
+    no_keys = Scripted(PERMISSION, "may not read the keys: grant ~jobs*")
+    for _ in range(2):
+        outages.failed("events", no_channel)
+        outages.failed("queue poll", NO_PERMISSION)
+    clock.now += 5
+    outages.failed("queue poll", no_keys)
+    outages.failed("queue poll", no_keys)
+    clock.now += 5
+    outages.succeeded("queue poll")
+    outages.succeeded("events")
+    assert lines(caplog) == [
+        f"WARNING events failing on broker {URL}: may not read channels; retrying until it works",
+        f"WARNING queue poll failing on broker {URL}: {NO_PERMISSION}; retrying until it works",
+        f"WARNING queue poll failing on broker {URL}: {no_keys}; retrying until it works",
+        f"INFO queue poll works again on broker {URL} after 5.0s",
+        f"INFO events works again on broker {URL} after 10.0s",
+    ]
+    assert outages.failing() == {}
+
+
 def test_threads_reporting_at_once_make_one_line(
     outages: BrokerOutages, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,16 +4,18 @@ staleness, queue discovery and expiry, worker stats, failure logging, disabled m
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import amqp.exceptions
 import pytest
 from celery import Celery
 from kombu.entity import Exchange, Queue
 from prometheus_client.registry import CollectorRegistry
 
 from celery_exporter.broker import (
+    AmqpQueueProbe,
     KombuQueueProbe,
     ProbeError,
     QueueProbe,
@@ -44,6 +46,7 @@ class ScriptedProbe(QueueProbe):
     def __init__(self, lengths: dict[str, int], supported: bool = True) -> None:
         self.lengths = lengths
         self.down = False
+        self.refused: set[str] = set()  # queues this user may not read
         self.asked: list[tuple[str, ...]] = []
         self.supports_length = supported
 
@@ -53,12 +56,23 @@ class ScriptedProbe(QueueProbe):
             refused = ConnectionRefusedError(111, "Connection refused")
             raise ProbeError("ConnectionRefusedError: [Errno 111] Connection refused") from refused
         return QueueReading(
-            lengths={q: self.lengths.get(q, 0) for q in queues},
+            lengths={q: self.lengths.get(q, 0) for q in queues if q not in self.refused},
             unacked={q: 1 for q in queues},
+            error=next((refused_queue(q) for q in queues if q in self.refused), None),
         )
 
     def close(self) -> None:
         pass
+
+
+def refused_queue(queue: str) -> amqp.exceptions.AccessRefused:
+    """What py-amqp raises when RabbitMQ (4.2.6 and later) refuses a passive declare."""
+    return amqp.exceptions.AccessRefused(
+        reply_text=f"ACCESS_REFUSED - access to queue '{queue}' in vhost '/' refused for "
+        "user 'monitor'",
+        method_sig=(50, 10),
+        reply_code=403,
+    )
 
 
 class ScriptedInspector:
@@ -345,3 +359,75 @@ def test_redis_unacked_routes_map_through_bindings() -> None:
     assert probe._queue_for("jobs", "rk.beta") == "beta"
     assert probe._queue_for("", "alpha") == "alpha"
     assert probe._queue_for("other", "gamma") == "gamma"  # no binding known: the routing key
+
+
+def test_a_queue_this_user_may_not_read_fails_the_poll_has_no_value_and_is_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller, probe, _, clock, registry = make(queues=("open", "secret"), lengths={"open": 2})
+    url = "amqp://monitor:***@rabbit:5672//"
+    poller.outages = BrokerOutages(url, FaultDescriber(url), clock)
+    poller.poll_queues()
+    assert length(registry, "secret") == 0  # an empty queue, readable
+    probe.refused = {"secret"}  # the permission is revoked
+    with caplog.at_level(logging.INFO, logger="celery_exporter.outages"):
+        for _ in range(3):
+            clock.now += 5
+            poller.poll_queues()
+        assert length(registry, "secret") is None  # neither 0 nor the value of before
+        assert length(registry, "open") == 2  # what it may read is still served, fresh
+        assert registry.get_sample_value("celery_exporter_queue_poll_success") == 0
+        assert registry.get_sample_value(
+            "celery_exporter_queue_poll_last_success_timestamp_seconds"
+        ) == pytest.approx(1000.0)
+        probe.refused = set()  # granted, live
+        clock.now += 5
+        poller.poll_queues()
+    assert length(registry, "secret") == 0
+    assert registry.get_sample_value("celery_exporter_queue_poll_success") == 1
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"queue poll failing on broker {url}: RabbitMQ user 'monitor' may not use queue "
+            "'secret' in vhost '/' (Queue.declare: 403 ACCESS_REFUSED): let its configure "
+            "pattern match it (rabbitmqctl set_permissions -p / monitor CONFIGURE WRITE READ); "
+            "retrying until it works",
+        ),
+        ("INFO", f"queue poll works again on broker {url} after 15.0s"),
+    ]
+
+
+class StandInChannel:
+    """A py-amqp channel as RabbitMQ 4.2.6+ answers passive declares: 403 for what this user
+    may not use, 404 for a missing queue (each closes the channel, as the broker does)."""
+
+    def __init__(self, refused: set[str], ready: dict[str, int]) -> None:
+        self.refused, self.ready = refused, ready
+
+    def queue_declare(self, queue: str, passive: bool) -> SimpleNamespace:
+        assert passive
+        if queue in self.refused:
+            raise refused_queue(queue)
+        if queue not in self.ready:
+            raise amqp.exceptions.NotFound(
+                reply_text=f"NOT_FOUND - no queue '{queue}' in vhost '/'",
+                method_sig=(50, 10),
+                reply_code=404,
+            )
+        return SimpleNamespace(message_count=self.ready[queue], consumer_count=1)
+
+    def close(self) -> None:
+        pass
+
+
+def test_amqp_probe_leaves_a_refused_queue_out_and_carries_the_refusal() -> None:
+    channels: Iterator[StandInChannel] = iter(lambda: StandInChannel({"secret"}, {"open": 4}), None)
+    conn = SimpleNamespace(
+        channel=lambda: next(channels), channel_errors=(amqp.exceptions.ChannelError,)
+    )
+    probe = AmqpQueueProbe(Celery(set_as_current=False), 1.0)
+    reading = probe._read(conn, ["open", "secret", "missing"])
+    assert reading.lengths == {"open": 4, "missing": 0}
+    assert isinstance(reading.error, amqp.exceptions.AccessRefused)
+    assert "'secret'" in str(reading.error)
+    assert probe._read(conn, ["open", "missing"]).error is None

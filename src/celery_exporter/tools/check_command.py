@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from ..config import ConfigError, parse_broker_url, parse_metric_prefix
+from ..config import ConfigError, parse_broker_url, parse_list, parse_metric_prefix
 from .check_alertmanager import check_alertmanager
-from .check_broker import check_broker
+from .check_broker import QUEUES, check_broker
 from .check_exporter import check_exporter
 from .check_grafana import CredentialsError, auth_headers, check_grafana
 from .check_prometheus import check_prometheus
@@ -40,6 +40,12 @@ def _http_url(value: str | None, option: str) -> str | None:
     context_settings={"auto_envvar_prefix": "CE", "show_default": True},
 )
 @click.option("--broker-url", help="Celery broker URL: connect, listen to workers' events.")
+@click.option(
+    "-Q",
+    "--queues",
+    help="Comma list of queues whose length the broker check reads, as the exporter's -Q "
+    "(default: celery).",
+)
 @click.option("--exporter-url", help="celery-exporter's base URL, e.g. http://host:9808.")
 @click.option("--prometheus-url", help="Prometheus's base URL, e.g. http://host:9090.")
 @click.option("--alertmanager-url", help="Alertmanager's base URL, e.g. http://host:9093.")
@@ -110,6 +116,7 @@ def build_links(options: dict[str, Any], env: dict[str, str]) -> list[Link]:
             "--prometheus-url, --alertmanager-url, --grafana-url"
         )
     timeout: float = options["timeout"]
+    queues = parse_list(options.get("queues")) or QUEUES
 
     def missing(link: str, option: str) -> Link:
         return Link(link, lambda: [skip(link, "-", f"not checked: no {option}")])
@@ -131,7 +138,7 @@ def build_links(options: dict[str, Any], env: dict[str, str]) -> list[Link]:
         return [{"severity": severity} for severity in SEVERITIES]
 
     return [
-        Link("broker", lambda: check_broker(broker, timeout, options["events_window"]))
+        Link("broker", lambda: check_broker(broker, timeout, options["events_window"], queues))
         if broker
         else missing("broker", "--broker-url"),
         Link("exporter", lambda: check_exporter(exporter, timeout, prefix))
