@@ -94,7 +94,7 @@ class RedisQueueProbe(QueueProbe):
             sizes, raw = results[: len(keys)][span], results[len(keys) : 2 * len(keys)][span]
             answers = [("llen", key, r) for key, r in zip(keys[span], sizes, strict=True)]
             answers += [("lindex", key, r) for key, r in zip(keys[span], raw, strict=True)]
-            if failures.add(f"queue '{queue}'", answers):
+            if failures.add(f"{QUEUE}'{queue}'", answers):
                 continue  # no length rather than a false 0, and no heads to age it by
             lengths[queue] = sum(size for size in sizes if isinstance(size, int))
             heads[queue] = tuple(head for head in map(parse_head, raw) if head is not None)
@@ -212,6 +212,7 @@ class RedisQueueProbe(QueueProbe):
         return tuple(sorted(found))
 
 
+QUEUE = "queue "  # how a refused queue is named: "queue 'jobs'"
 NO_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
 GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
@@ -264,9 +265,15 @@ class _Failures:
         if not refusals:
             return self.errors[0][2]
         whats = list(dict.fromkeys(what for what, _, _ in refusals))
+        queues = [what for what in whats if what.startswith(QUEUE)]
+        named = [what[len(QUEUE) :] for what in queues]
+        if len(named) > 3:
+            named = [*named[:3], f"{len(named) - 3} more"]
+        if len(queues) > 1:
+            whats = [f"queues {', '.join(named)}", *(w for w in whats if w not in queues)]
         rules = list(dict.fromkeys(rule for _, rule, _ in refusals))
         rules.sort(key=lambda rule: not rule.startswith("+"))  # commands, then keys
-        named = whats if len(whats) <= 3 else [*whats[:3], f"{len(whats) - 3} more"]
-        refused = Refused(", ".join(named), rules)
+        whats_text = ", ".join(whats)
+        refused = Refused(whats_text, rules)
         refused.__cause__ = refusals[0][2]
         return refused

@@ -295,7 +295,9 @@ def test_an_unknown_error_is_one_kind_per_text_and_never_shows_the_password() ->
         assert describe(wrapped).kind == fault.kind
 
 
-def refused_queue(queue: str, user: str = "monitor", vhost: str = "/", perm: str = "") -> Exception:
+def refused_queue(
+    queue: str, user: str = "monitor", vhost: str = "/", perm: str = ""
+) -> amqp.exceptions.AccessRefused:
     """What py-amqp raises when RabbitMQ closes the channel on a passive declare with 403."""
     return amqp.exceptions.AccessRefused(
         reply_text=f"ACCESS_REFUSED - {perm}access to queue '{queue}' in vhost '{vhost}' "
