@@ -14,20 +14,21 @@ installed. No password reaches the text: every one in the URL is replaced.
 
 A refusal (the user is logged in but may not do what was asked) names the user and what to
 grant: for RabbitMQ the `rabbitmqctl set_permissions` call, for Redis the `ACL SETUSER` rules,
-which our own clients work out from the commands and keys they used (`Refused`). The daemon's
-log (outages.py) and the `check` command both print `fault_line()`, so they say one thing.
+which our own clients work out from the commands and keys they used (refusals.py). The daemon's
+log and the `check` command both print outages.py's `fault_line()`, so they say one thing.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from .refusals import refusal_words
 
 UNREACHABLE = "unreachable"  # nothing answers there: down, wrong port, unknown host, timeout
 TLS = "tls"  # a TLS handshake failed, on either side's certificate
@@ -82,28 +83,6 @@ class Fault:
         return f"{self.kind}: {UUID.sub('<id>', self.description)}"
 
 
-class Refused(Exception):
-    """Raised from (`raise ... from`) the broker's refusal by a client of ours that knows what
-    it asked for: `what` it could not read, and the Redis ACL rules that would allow it."""
-
-    def __init__(self, what: str, rules: Sequence[str] = ()) -> None:
-        super().__init__(what)
-        self.what = what
-        self.rules = tuple(rules)
-
-
-def fault_line(fault: Fault, source: str, broker: str, lost: bool = False) -> str:
-    """The one line that tells an operator about `fault`, which `source` (a thread's job, e.g.
-    "queue poll") met on `broker` (the URL, password redacted). `lost`: it had worked before."""
-    if fault.kind not in CONNECTION_KINDS:
-        return f"{source} failing on broker {broker}: {fault.description}"
-    verb = "lost connection to" if lost else "cannot connect to"
-    words = fault.description
-    if fault.setup_hint and not lost:
-        words += f" ({fault.setup_hint})"
-    return f"{verb} broker {broker}: {words}"
-
-
 def passwords(url: str) -> list[str]:
     """Every password in a (possibly `;`-separated) broker URL, to scrub from error text."""
     found = []
@@ -136,9 +115,8 @@ class FaultDescriber:
     """Turns a broker exception into a Fault that names this exporter's flags."""
 
     def __init__(self, broker_url: str, ssl_options: Mapping[str, Any] | None = None) -> None:
-        first = broker_url.split(";", maxsplit=1)[0]
-        self.scheme = urlsplit(first).scheme
-        self.user = _user(first)
+        self.first_url = broker_url.split(";", maxsplit=1)[0]
+        self.scheme = urlsplit(self.first_url).scheme
         self.ssl_options = dict(ssl_options) if isinstance(ssl_options, Mapping) else {}
         self.secrets = sorted(set(passwords(broker_url)), key=len, reverse=True)
 
@@ -263,30 +241,7 @@ class FaultDescriber:
         """Connected and logged in, but refused one operation (a RabbitMQ or Redis ACL)."""
         if "access_refused" not in lowered and "noperm" not in lowered:
             return None
-        broker_error = first_line(excs[-1])
-        for exc in excs:
-            found = AMQP_REFUSED.search(str(exc))
-            if found:
-                return Fault(PERMISSION, _amqp_refused(found))
-        if self.scheme.startswith(("redis", "sentinel")):
-            refused = next((e for e in excs if isinstance(e, Refused)), None)
-            user = self.user or "default"  # a URL with only a password logs in as `default`
-            if refused is not None:
-                what, rules = f"may not read {refused.what}", refused.rules
-            else:
-                command = re.search(r"permissions to run the '([^']+)' command", lowered)
-                what, rules = (
-                    "was refused an operation",
-                    (f"+{command.group(1)}",) if command else (),
-                )
-            grant = (
-                f"grant it with ACL SETUSER {user} {' '.join(rules)}"
-                if rules
-                else "ACL LOG on the server names what was refused"
-            )
-            words = f"Redis user '{user}' {what} ({broker_error}): {grant}"
-            return Fault(PERMISSION, words)
-        return Fault(PERMISSION, f"the broker refused this user an operation: {broker_error}")
+        return Fault(PERMISSION, refusal_words(excs, self.first_url, first_line(excs[-1])))
 
     def _uses_tls(self) -> bool:
         return bool(self.ssl_options) or self.scheme in {"rediss", "amqps", "sentinels"}
@@ -332,47 +287,6 @@ def _vhost(text: str) -> Fault | None:
             f"(rabbitmqctl set_permissions -p {vhost} {user} ...)",
         )
     return None
-
-
-# RabbitMQ 3.x says `access to queue 'q' in vhost 'v' refused for user 'u'`; some versions
-# name the permission first (`configure access to ...`).
-AMQP_REFUSED = re.compile(
-    r"(?:(?P<method>\w+\.\w+): )?\(403\) ACCESS_REFUSED - (?:(?P<perm>configure|write|read) )?"
-    r"access to (?P<kind>queue|exchange) '(?P<name>[^']*)' in vhost '(?P<vhost>[^']*)' "
-    r"refused for user '(?P<user>[^']*)'"
-)
-# Which permission an AMQP method needs on the resource it was refused (RabbitMQ's access
-# control table); a passive Queue.declare is refused only by versions that want configure.
-AMQP_METHOD_PERMISSION = {
-    "Queue.declare": "configure",
-    "Queue.delete": "configure",
-    "Exchange.declare": "configure",
-    "Exchange.delete": "configure",
-    "Basic.consume": "read",
-    "Basic.get": "read",
-    "Queue.purge": "read",
-    "Basic.publish": "write",
-}
-
-
-def _amqp_refused(found: re.Match[str]) -> str:
-    vhost, user, kind, name, method = found.group("vhost", "user", "kind", "name", "method")
-    permission = found.group("perm") or AMQP_METHOD_PERMISSION.get(method or "")
-    pattern = f"its {permission} pattern" if permission else "one of its patterns"
-    command = " ".join(shlex.quote(word) for word in ("-p", vhost, user))
-    return (
-        f"RabbitMQ user '{user}' may not use {kind} '{name}' in vhost '{vhost}' "
-        f"({method or 'AMQP'}: 403 ACCESS_REFUSED): let {pattern} match it "
-        f"(rabbitmqctl set_permissions {command} CONFIGURE WRITE READ)"
-    )
-
-
-def _user(url: str) -> str:
-    """The user name in a broker URL, '' if none (or the URL does not parse)."""
-    try:
-        return unquote(urlsplit(url).username or "")
-    except ValueError:
-        return ""
 
 
 def _after(text: str, marker: str) -> str:

@@ -8,6 +8,8 @@ that saw it works again. A thread that sees another problem (say the queue poll 
 operation while events flow, or refused something else once the first grant is in) gets a line
 of its own: that is news. Two reports are one problem when their faults' `key`s match.
 
+`fault_line()` is the line itself, which `check` prints too.
+
 Only logging lives here: metrics stay with the threads, so a scrape never waits on this lock.
 """
 
@@ -21,9 +23,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import redact_url
-from .faults import CONNECTION_KINDS, Fault, FaultDescriber, fault_line
+from .faults import CONNECTION_KINDS, Fault, FaultDescriber
 
 log = logging.getLogger(__name__)
+
+
+def fault_line(fault: Fault, source: str, broker: str, lost: bool = False) -> str:
+    """The one line that tells an operator about `fault`, which `source` (a thread's job, e.g.
+    "queue poll") met on `broker` (the URL, password redacted). `lost`: it had worked before."""
+    if fault.kind not in CONNECTION_KINDS:
+        return f"{source} failing on broker {broker}: {fault.description}"
+    verb = "lost connection to" if lost else "cannot connect to"
+    words = fault.description
+    if fault.setup_hint and not lost:
+        words += f" ({fault.setup_hint})"
+    return f"{verb} broker {broker}: {words}"
 
 
 @dataclass

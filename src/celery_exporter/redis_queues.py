@@ -21,7 +21,6 @@ from typing import Any
 
 from celery import Celery
 
-from .faults import Refused
 from .queue_evidence import BrokerHead, message_headers, parse_head
 from .queue_probe import (
     INTERNAL_EXCHANGES,
@@ -31,6 +30,7 @@ from .queue_probe import (
     describe_error,
     is_internal_queue,
 )
+from .refusals import Refused
 
 
 class RedisQueueProbe(QueueProbe):
@@ -84,7 +84,7 @@ class RedisQueueProbe(QueueProbe):
                 pipe.smembers(key)
             # A key of another type answers WRONGTYPE; kombu counts that as 0 and so do we.
             results = pipe.execute(raise_on_error=False)
-        failures = _Failures(channel)
+        failures = ReadFailures(channel)
         failures.errors += self._binding_errors
         self._binding_errors = []
         lengths: dict[str, int] = {}
@@ -160,14 +160,14 @@ class RedisQueueProbe(QueueProbe):
     def _load_bindings(
         self, channel: Any, client: Any, exchanges: Iterable[str]
     ) -> list[tuple[str, str, BaseException]]:
-        """Read the binding sets of `exchanges`; those the broker refused, as _Failures.errors."""
+        """Read the binding sets of `exchanges`; the refused ones as ReadFailures.errors."""
         names = sorted(exchanges)
         keys = [f"{channel.global_keyprefix}{channel.keyprefix_queue % (e,)}" for e in names]
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.smembers(key)
             results = pipe.execute(raise_on_error=False)
-        failures = _Failures(channel)
+        failures = ReadFailures(channel)
         for exchange, key, members in zip(names, keys, results, strict=True):
             if not failures.add("the binding sets", [("smembers", key, members)]):
                 self._bindings[exchange] = self._parse_bindings(channel.sep, members)
@@ -221,7 +221,7 @@ def _glob_escape(text: str) -> str:
     return GLOB_SPECIAL.sub(r"\\\1", text)
 
 
-class _Failures:
+class ReadFailures:
     """The answers of one read that are errors, and the ACL rules that would have allowed them."""
 
     def __init__(self, channel: Any) -> None:

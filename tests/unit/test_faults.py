@@ -24,9 +24,9 @@ from celery_exporter.faults import (
     VHOST,
     Fault,
     FaultDescriber,
-    Refused,
-    fault_line,
 )
+from celery_exporter.outages import fault_line
+from celery_exporter.refusals import Refused
 from tests.certs import Pki, make_pki
 from tests.servers import free_port
 

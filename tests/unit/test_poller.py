@@ -10,6 +10,7 @@ from typing import Any
 
 import amqp.exceptions
 import pytest
+import redis.exceptions
 from celery import Celery
 from kombu.entity import Exchange, Queue
 from prometheus_client.registry import CollectorRegistry
@@ -30,6 +31,8 @@ from celery_exporter.metrics import FamilyFactory
 from celery_exporter.outages import BrokerOutages
 from celery_exporter.poll_collector import PollCollector
 from celery_exporter.poller import QueuePoller
+from celery_exporter.redis_queues import ReadFailures
+from celery_exporter.refusals import Refused
 
 
 class FakeClock:
@@ -431,3 +434,42 @@ def test_amqp_probe_leaves_a_refused_queue_out_and_carries_the_refusal() -> None
     assert isinstance(reading.error, amqp.exceptions.AccessRefused)
     assert "'secret'" in str(reading.error)
     assert probe._read(conn, ["open", "missing"]).error is None
+
+
+def test_redis_refusals_become_acl_rules_under_the_key_prefix() -> None:
+    channel = SimpleNamespace(
+        global_keyprefix="t[1]:",
+        sep="\x06\x16",
+        unacked_key="unacked",
+        keyprefix_queue="_kombu.binding.%s",
+    )
+    failures = ReadFailures(channel)
+    no_key = redis.exceptions.NoPermissionError(
+        "this user has no permissions to access one of the keys used as arguments"
+    )
+    no_llen = redis.exceptions.NoPermissionError(
+        "this user has no permissions to run the 'llen' command"
+    )
+    wrongtype = redis.exceptions.ResponseError(
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    )
+    assert not failures.add("queue 'ok'", [("llen", "t[1]:ok", wrongtype)])  # kombu's 0
+    assert failures.add("queue 'a'", [("llen", "t[1]:a\x06\x163", no_llen)])
+    assert failures.add("queue 'b'", [("lindex", "t[1]:b\x06\x166", no_key)])
+    assert failures.add("the unacked hash", [("hvals", "t[1]:unacked", no_key)])
+    assert failures.add("the binding sets", [("smembers", "t[1]:_kombu.binding.x", no_key)])
+    refused = failures.error()
+    assert isinstance(refused, Refused) and refused.__cause__ is no_llen
+    assert refused.what == "queues 'a', 'b', the unacked hash, the binding sets"
+    assert refused.rules == (
+        "+llen",
+        "~t\\[1\\]:b*",
+        "~t\\[1\\]:unacked",
+        "~t\\[1\\]:_kombu.binding.*",
+    )
+    # An error that no grant would fix is carried as it is (and still fails the poll).
+    loading = redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory")
+    other = ReadFailures(channel)
+    assert other.add("queue 'a'", [("llen", "t[1]:a", loading)])
+    assert other.error() is loading
+    assert ReadFailures(channel).error() is None

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Config, redact_url
-from ..faults import CONNECTION_KINDS, PERMISSION, Fault, FaultDescriber, fault_line
+from ..faults import CONNECTION_KINDS, PERMISSION, Fault, FaultDescriber
+from ..outages import fault_line
 from .check_results import Result, fail, ok, skip
 
 LINK = "broker"
