@@ -273,15 +273,17 @@ def render_table(report: Report) -> str:
     s = report.settings
     kinds = list(s.consumers)
     compared = pairs(kinds)
-    header = ["round", "order", *kinds, *(f"{a}/{b}" for a, b in compared)]
+    # The backlog's build time says how loaded the machine was in that round.
+    header = ["round", "order", "backlog", *kinds, *(f"{a}/{b}" for a, b in compared)]
     rows = [header]
     for n, r in enumerate(report.rounds, 1):
-        row = [str(n), ", ".join(r.order), *(drain_cell(r.drains.get(k)) for k in kinds)]
+        row = [str(n), ", ".join(r.order), f"{r.build_seconds:.1f}s"]
+        row += [drain_cell(r.drains.get(k)) for k in kinds]
         for a, b in compared:
             rates, cpus = round_ratios([r], a, b)
             row.append(f"{fmt_ratio(rates[0])} ({fmt_ratio(cpus[0])})" if rates else "-")
         rows.append(row)
-    median_row, range_row = ["median", ""], ["min-max", ""]
+    median_row, range_row = ["median", "", ""], ["min-max", "", ""]
     for k in kinds:
         rate = spread([r.drains[k].rate for r in report.rounds if k in r.drains])
         cpu = spread([r.drains[k].cpu_us_per_event for r in report.rounds if k in r.drains])
@@ -311,7 +313,8 @@ def render_table(report: Report) -> str:
 
 def notes(report: Report) -> list[str]:
     out = [
-        "- cells: drain rate (CPU µs per event); ratios: rate a/b (by CPU: b's µs per event / "
+        "- backlog: seconds to publish it (a busy machine takes longer); drains: rate (CPU µs "
+        "per event); ratios: rate a/b (by CPU: b's µs per event / "
         "a's); median and min-max rows: of the per-round values, not ratios of medians",
     ]
     if report.rounds:
@@ -329,7 +332,7 @@ def notes(report: Report) -> list[str]:
             f"- Redis memory with the backlog buffered: used_memory +{grown / 2**20:,.0f} MB "
             f"at most ({per_event:,.0f} bytes per event per subscriber); output buffers "
             f"{min(buffers) / 2**20:,.0f}-{max(buffers) / 2**20:,.0f} MB per subscriber "
-            "(the rest of each backlog waits in its socket's kernel buffers)"
+            "(`omem`; a few MB more wait in each socket's kernel buffers)"
         )
     lost = [(n, k, d.lost) for n, r in enumerate(report.rounds, 1) for k, d in r.drains.items()]
     for n, kind, count in lost:

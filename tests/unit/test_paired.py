@@ -122,6 +122,7 @@ def test_ratios_are_taken_per_round_and_the_median_is_of_those() -> None:
     assert "200/s (3.0 µs)" in median  # the floor's own median
     assert "0.50-0.90x (0.50-0.80x)" in next(line for line in lines if line.startswith("| min"))
     assert "| 2 " in table and "exporter, floor" in table  # round 2 drained in rotated order
+    assert "| 2.0s " in table  # how long its backlog took to build
 
 
 def test_rounds_without_both_contenders_are_left_out_of_their_ratio() -> None:
