@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `tests` impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import phases
-from bench.consumers import ConsumerProcess
+from bench.consumers import CLOCK_TICKS, ConsumerProcess, cpu_seconds_of
 from bench.run import RESULTS_DIR, broker_server, fmt_rate, fmt_us
 from bench.stream import StreamSpec
 
@@ -109,6 +109,45 @@ class Round:
     build_seconds: float
     drains: dict[str, phases.DrainResult]
     memory: BacklogMemory | None = None
+    # While each drain was timed: cores busy with anything but that consumer and Redis (other
+    # people's work on a shared machine), and cores the hypervisor took (steal).
+    others: dict[str, float] = field(default_factory=dict)
+    steal: dict[str, float] = field(default_factory=dict)
+
+
+def machine_cpu(proc_stat: str | None = None) -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy (all cores), and stolen by the hypervisor,
+    from /proc/stat's first line: user nice system idle iowait irq softirq steal ..."""
+    text = Path("/proc/stat").read_text() if proc_stat is None else proc_stat
+    ticks = [int(v) for v in text.split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
+@dataclass
+class OtherLoad:
+    """What else ran on the machine while one consumer drained (see Round.others)."""
+
+    redis_pid: int
+    machine0: float = 0.0
+    steal0: float = 0.0
+    redis0: float = 0.0
+    consumer0: float = 0.0
+    started: float = 0.0
+
+    def start(self, consumer: ConsumerProcess) -> None:
+        self.machine0, self.steal0 = machine_cpu()
+        self.redis0, self.consumer0 = cpu_seconds_of(self.redis_pid), consumer.cpu_seconds()
+        self.started = time.monotonic()
+
+    def stop(self, consumer: ConsumerProcess) -> tuple[float, float]:
+        """(cores busy with other work, cores stolen) since start()."""
+        machine, steal = machine_cpu()
+        ours = cpu_seconds_of(self.redis_pid) - self.redis0
+        ours += consumer.cpu_seconds() - self.consumer0
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        others = max(0.0, machine - self.machine0 - ours)
+        return others / seconds, (steal - self.steal0) / seconds
 
 
 def round_ratios(
@@ -142,12 +181,12 @@ def backlog_memory(port: int, used_before: int) -> BacklogMemory:
     return BacklogMemory(used_before, used, buffers)
 
 
-def used_memory(port: int) -> int:
+def redis_info(port: int, section: str, key: str) -> int:
     import redis
 
     client = redis.Redis(port=port)
     try:
-        return int(client.info("memory")["used_memory"])
+        return int(client.info(section)[key])
     finally:
         client.close()
 
@@ -182,14 +221,16 @@ def one_round(
     try:
         for consumer in consumers.values():
             consumer.pause()
-        before = used_memory(broker.redis_port)
+        before = redis_info(broker.redis_port, "memory", "used_memory")
         report = phases.publish_backlog(broker, opts, events)
-        memory = backlog_memory(broker.redis_port, before)
-        drains: dict[str, phases.DrainResult] = {}
+        done = Round(list(order), report.seconds, {}, backlog_memory(broker.redis_port, before))
+        load = OtherLoad(redis_info(broker.redis_port, "server", "process_id"))
         for kind in order:
             consumer = consumers[kind]
+            load.start(consumer)
             start = phases.resume_timed(consumer, bases[kind])
-            drains[kind] = phases.time_drain(consumer, start, report, timeout, poll_interval)
+            done.drains[kind] = phases.time_drain(consumer, start, report, timeout, poll_interval)
+            done.others[kind], done.steal[kind] = load.stop(consumer)
             consumer.pause()  # alone on the machine: the next one drains without it
     finally:
         for consumer in consumers.values():
@@ -197,7 +238,7 @@ def one_round(
                 with contextlib.suppress(ProcessLookupError):  # it died: the error says so
                     consumer.resume()
         broker.set_pubsub_limit(phases.REDIS_PUBSUB_DEFAULT)
-    return Round(list(order), report.seconds, drains, memory)
+    return done
 
 
 @dataclass
@@ -269,21 +310,27 @@ def drain_cell(d: phases.DrainResult | None) -> str:
     return f"{fmt_rate(d.rate)}/s ({fmt_us(d.cpu_us_per_event)} µs{lost})"
 
 
+def others_cell(r: Round) -> str:
+    if not r.others:
+        return "-"
+    return f"{max(r.others.values()):.2f} ({max(r.steal.values(), default=0.0):.2f})"
+
+
 def render_table(report: Report) -> str:
     s = report.settings
     kinds = list(s.consumers)
     compared = pairs(kinds)
     # The backlog's build time says how loaded the machine was in that round.
-    header = ["round", "order", "backlog", *kinds, *(f"{a}/{b}" for a, b in compared)]
+    header = ["round", "order", "backlog", "others", *kinds, *(f"{a}/{b}" for a, b in compared)]
     rows = [header]
     for n, r in enumerate(report.rounds, 1):
-        row = [str(n), ", ".join(r.order), f"{r.build_seconds:.1f}s"]
+        row = [str(n), ", ".join(r.order), f"{r.build_seconds:.1f}s", others_cell(r)]
         row += [drain_cell(r.drains.get(k)) for k in kinds]
         for a, b in compared:
             rates, cpus = round_ratios([r], a, b)
             row.append(f"{fmt_ratio(rates[0])} ({fmt_ratio(cpus[0])})" if rates else "-")
         rows.append(row)
-    median_row, range_row = ["median", "", ""], ["min-max", "", ""]
+    median_row, range_row = ["median", "", "", ""], ["min-max", "", "", ""]
     for k in kinds:
         rate = spread([r.drains[k].rate for r in report.rounds if k in r.drains])
         cpu = spread([r.drains[k].cpu_us_per_event for r in report.rounds if k in r.drains])
@@ -313,16 +360,12 @@ def render_table(report: Report) -> str:
 
 def notes(report: Report) -> list[str]:
     out = [
-        "- backlog: seconds to publish it (a busy machine takes longer); drains: rate (CPU µs "
-        "per event); ratios: rate a/b (by CPU: b's µs per event / "
-        "a's); median and min-max rows: of the per-round values, not ratios of medians",
+        "- backlog: seconds to publish it (a busy machine takes longer); others: the most cores "
+        "busy with anything but the draining consumer and Redis during one of the round's "
+        "drains (in brackets: cores stolen by the hypervisor)",
+        "- drains: rate (CPU µs per event); ratios: rate a/b (by CPU: b's µs per event / a's); "
+        "median and min-max rows: of the per-round values, not ratios of medians",
     ]
-    if report.rounds:
-        builds = [r.build_seconds for r in report.rounds]
-        out.append(
-            f"- backlog built in {min(builds):.1f}-{max(builds):.1f}s "
-            f"({len(report.settings.consumers)} subscribers, each paused)"
-        )
     memories = [r.memory for r in report.rounds if r.memory is not None]
     if memories:
         grown = max(m.used_after - m.used_before for m in memories)

@@ -9,11 +9,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from bench.consumers import CLOCK_TICKS
 from bench.paired import (
     Report,
     Round,
     Settings,
     cpu_ratio,
+    machine_cpu,
     pairs,
     parse_args,
     rate_ratio,
@@ -165,3 +167,11 @@ def test_before_src_must_hold_the_package(
     got = parse_args(["--consumers", "floor,before", "--before-src", str(tmp_path)])
     assert got.consumers == ("floor", "before")
     assert (got.events, got.rounds) == (300_000, 5)
+
+
+def test_machine_cpu_counts_busy_and_stolen_time_from_proc_stat() -> None:
+    stat = "cpu  1000 50 200 4000 70 10 20 300 0 0\ncpu0 500 25 100 2000 35 5 10 150 0 0\n"
+    busy, steal = machine_cpu(stat)
+    # user + nice + system + irq + softirq; idle and iowait are not busy
+    assert busy == pytest.approx(1280 / CLOCK_TICKS)
+    assert steal == pytest.approx(300 / CLOCK_TICKS)
