@@ -19,8 +19,8 @@ as `bench.tracker_ingest` does in one process with alternating chunks:
         --before-src /tmp/before/src --events 300000 --rounds 5
 
 Redis only: RabbitMQ drops event messages after 5 s (`event_queue_ttl`), so a backlog cannot
-wait while other consumers drain theirs. Redis must hold N events per subscriber (about
-330 bytes an event: ~100 MB per subscriber at N = 300,000); the run prints what it measured.
+wait while other consumers drain theirs. Redis must hold N events per subscriber (measured:
+~530 bytes an event, ~150 MB per subscriber at N = 300,000); the run prints what it measured.
 """
 
 from __future__ import annotations
