@@ -35,6 +35,12 @@ def sum_samples(exposition: str, name: str) -> float:
     return total
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU of process `pid` (all threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def count_samples(exposition: str) -> int:
     return sum(1 for line in exposition.splitlines() if line and not line.startswith("#"))
 
@@ -174,8 +180,7 @@ class ConsumerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process (all threads), from /proc/PID/stat."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds_of(self.pid)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -71,6 +71,12 @@ def publish(
     return publish_jobs(split_jobs(broker.url, spec, procs or opts.processes, events=events))
 
 
+def publish_backlog(broker: Broker, opts: Options, events: int) -> PublishReport:
+    """A drain's backlog: a steady stream. Workers that restarted every drain would measure
+    the hold of new workers' task events (at most 6 s per arrival), not the ingest path."""
+    return publish(broker, opts, events, workers_known=True)
+
+
 @dataclass
 class WaitResult:
     counted: int
@@ -149,6 +155,58 @@ class DrainResult:
     scrape_p99: float
 
 
+@dataclass
+class DrainStart:
+    """Where a drain's timing starts: the consumer's count before its backlog was published,
+    and its CPU time and the clocks when it was resumed."""
+
+    base: int
+    cpu0: float
+    started: float  # time.monotonic()
+    wall_started: float  # time.time(), against the consumer's own time of its last event
+
+
+def resume_timed(consumer: ConsumerProcess, base: int) -> DrainStart:
+    """SIGCONT a consumer whose backlog is buffered, noting where its drain's timing starts."""
+    cpu0 = consumer.cpu_seconds()
+    started, wall_started = time.monotonic(), time.time()
+    consumer.resume()
+    return DrainStart(base, cpu0, started, wall_started)
+
+
+def time_drain(
+    consumer: ConsumerProcess,
+    start: DrainStart,
+    report: PublishReport,
+    timeout: float,
+    poll_interval: float,
+) -> DrainResult:
+    """Wait until the resumed consumer has counted the backlog `report` published; its rate and
+    CPU per event. The consumer is scraped every `poll_interval` s meanwhile, and pays for it."""
+    expected = consumer.expected(report.by_type)
+    result = wait_count(
+        consumer,
+        start.base + expected,
+        timeout,
+        interval=poll_interval,
+        started=start.started,
+        wall_started=start.wall_started,
+    )
+    cpu = consumer.cpu_seconds() - start.cpu0
+    # in published events: Flower counts task events only
+    counted = round((result.counted - start.base) * report.events / max(expected, 1))
+    return DrainResult(
+        events=report.events,
+        seconds=result.seconds,
+        rate=min(counted, report.events) / result.seconds if result.seconds else 0.0,
+        cpu_us_per_event=cpu / max(counted, 1) * 1e6,
+        lost=max(0, report.events - counted),
+        build_seconds=report.seconds,
+        scrape_p50=percentile(result.scrape_seconds, 50),
+        scrape_p99=percentile(result.scrape_seconds, 99),
+    )
+
+
 def drain(
     consumer: ConsumerProcess,
     broker: Broker,
@@ -163,36 +221,12 @@ def drain(
     broker.set_pubsub_limit(REDIS_PUBSUB_UNLIMITED)
     consumer.pause()
     try:
-        # A steady stream: workers that restart every drain would measure the hold of new
-        # workers' task events (at most 6 s per arrival), not the ingest path.
-        report = publish(broker, opts, events, workers_known=True)
+        report = publish_backlog(broker, opts, events)
     finally:
-        cpu0 = consumer.cpu_seconds()
-        started, wall_started = time.monotonic(), time.time()
-        consumer.resume()
-    expected = consumer.expected(report.by_type)
-    result = wait_count(
-        consumer,
-        base + expected,
-        timeout,
-        interval=poll_interval,
-        started=started,
-        wall_started=wall_started,
-    )
-    cpu = consumer.cpu_seconds() - cpu0
-    # in published events: Flower counts task events only
-    counted = round((result.counted - base) * report.events / max(expected, 1))
+        start = resume_timed(consumer, base)
+    result = time_drain(consumer, start, report, timeout, poll_interval)
     broker.set_pubsub_limit(REDIS_PUBSUB_DEFAULT)
-    return DrainResult(
-        events=report.events,
-        seconds=result.seconds,
-        rate=min(counted, report.events) / result.seconds if result.seconds else 0.0,
-        cpu_us_per_event=cpu / max(counted, 1) * 1e6,
-        lost=max(0, report.events - counted),
-        build_seconds=report.seconds,
-        scrape_p50=percentile(result.scrape_seconds, 50),
-        scrape_p99=percentile(result.scrape_seconds, 99),
-    )
+    return result
 
 
 @dataclass
