@@ -104,6 +104,12 @@ def tracker(module: Any, clock: Any, config: dict[str, Any]) -> Any:
     return module.Tracker(settings, clock=clock, arrivals=arrivals)
 
 
+def fields_of(instance: Any) -> dict[str, Any]:
+    """A dataclass instance's fields, shallow; also of a mypyc-compiled one (setup.py), which
+    has no __dict__ and which dataclasses.asdict() cannot copy."""
+    return {field.name: getattr(instance, field.name) for field in dataclasses.fields(instance)}
+
+
 def snapshots(
     module: Any, messages: list[Any], config: dict[str, Any], start: float
 ) -> list[dict[str, Any]]:
@@ -118,10 +124,8 @@ def snapshots(
         if index % 3000 == 0 or index == len(messages) - 1:
             subject.release_held()
             subject.expire()
-            state = dict(subject.snapshot().__dict__)
-            state["workers"] = sorted(
-                (dataclasses.asdict(view) for view in state["workers"]), key=repr
-            )
+            state = fields_of(subject.snapshot())
+            state["workers"] = sorted(map(fields_of, state["workers"]), key=repr)
             taken.append(state)
     return taken
 

@@ -54,7 +54,11 @@ def build(module: ModuleType) -> Any:
     config_module = importlib.import_module(module.__name__.rpartition(".")[0] + ".config")
     config = config_module.Config(broker_url="redis://localhost")
     kwargs: dict[str, Any] = {}
-    if "arrivals" in inspect.signature(module.Tracker).parameters:
+    try:
+        takes_arrivals = "arrivals" in inspect.signature(module.Tracker).parameters
+    except ValueError:  # a mypyc-compiled Tracker (setup.py) has no signature; it takes them
+        takes_arrivals = True
+    if takes_arrivals:
         arrivals = importlib.import_module(module.__name__.rpartition(".")[0] + ".arrivals")
         kwargs["arrivals"] = arrivals.WorkerArrivals(time.time)  # as app.py wires it
     return module.Tracker(config, clock=time.time, **kwargs)

@@ -19,6 +19,10 @@ sudo=""
 k8s_schema=tests/deploy/k8s_schema
 packages=(redis-server rabbitmq-server prometheus prometheus-alertmanager
           podman runc debootstrap chromium)
+# The mypyc build test (tests/packaging) compiles C against this Python's headers.
+packages+=(gcc libc6-dev)
+python_include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+[ -f "$python_include/Python.h" ] || packages+=(python3-dev)
 # npm may come from elsewhere than Debian (nodesource, nvm): only a missing command counts.
 if [ -f "$k8s_schema/package.json" ] && ! command -v npm >/dev/null 2>&1; then
   packages+=(npm)
