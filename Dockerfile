@@ -8,25 +8,37 @@
 # --port: the HEALTHCHECK reads CE_PORT. With --web-config-file serving TLS or basic auth on
 # /healthz, override the HEALTHCHECK (or pass --web-health-without-auth).
 #
-# The base image is a build argument (default: the official python:${PYTHON_VERSION}-slim);
-# tests/container builds this same file on a Debian base made offline with debootstrap:
-#   docker build --build-arg BASE_IMAGE=localhost/debian-python:bookworm -t celery-exporter .
+# The base images are build arguments (defaults: the official python:${PYTHON_VERSION}-slim, and
+# for the build stage the full python:${PYTHON_VERSION}, which has a C compiler); tests/container
+# builds this same file on Debian bases made offline with debootstrap:
+#   docker build --build-arg BASE_IMAGE=localhost/debian-python:bookworm \
+#       --build-arg BUILD_IMAGE=localhost/debian-python-dev:bookworm -t celery-exporter .
 
 ARG PYTHON_VERSION=3.11
-# Any Debian-like image with python3, its venv module and useradd; both stages use it, so the
-# virtualenv's python exists in the final stage at the same path.
+# Any Debian-like image with python3, its venv module and useradd.
 ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
+# The same Python at the same path as BASE_IMAGE (the final stage runs the virtualenv made
+# here), plus a C compiler and Python's headers: the tracker is compiled with mypyc (setup.py).
+ARG BUILD_IMAGE=python:${PYTHON_VERSION}
+# mypy (mypyc) for the build only: pinned, as it writes the C code.
+ARG MYPY_VERSION=2.4.1
 
-FROM ${BASE_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
+ARG MYPY_VERSION
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Installed into a virtualenv that the final stage copies whole, so the image carries neither
-# the source tree nor pip's build leftovers.
-RUN python3 -m venv /opt/celery-exporter
+# the source tree, the compiler, mypy nor pip's build leftovers.
+RUN python3 -m venv /opt/celery-exporter && python3 -m venv /opt/build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-RUN /opt/celery-exporter/bin/pip install .
+# CE_MYPYC=1: the tracker compiled to C, 1.4x faster per event and counting the same
+# (setup.py). mypyc type-checks what it compiles against the dependencies, so the throwaway
+# build virtualenv gets them too (and the pure package with them).
+RUN /opt/build/bin/pip install -q "setuptools>=70.1" "mypy==${MYPY_VERSION}" . \
+    && CE_MYPYC=1 /opt/build/bin/pip wheel -q --no-build-isolation --no-deps -w /wheels . \
+    && /opt/celery-exporter/bin/pip install -q /wheels/*.whl
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="celery-exporter" \

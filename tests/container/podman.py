@@ -39,6 +39,9 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_REPOSITORY = "localhost/celery-exporter-test-base"
 BASE_SUITE = "bookworm"  # python3 is 3.11 there, as in the Dockerfile's default python:3.11-slim
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# The build stage's base (the Dockerfile's BUILD_IMAGE): the same, plus what mypyc compiles with.
+BUILD_BASE_REPOSITORY = "localhost/celery-exporter-test-build-base"
+BUILD_BASE_PACKAGES = (*BASE_PACKAGES, "gcc", "libc6-dev", "python3-dev")
 BASE_MIRROR = os.environ.get("CE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # What debootstrap leaves that no image needs: downloaded .debs and package lists (~95 MB).
 BASE_TRIM = ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*")
@@ -128,14 +131,19 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def base_image_ref() -> str:
-    recipe = json.dumps([BASE_SUITE, BASE_PACKAGES, BASE_MIRROR, BASE_TRIM]).encode()
-    return f"{BASE_REPOSITORY}:{BASE_SUITE}-{_digest([recipe])}"
+def base_image_ref(
+    repository: str = BASE_REPOSITORY, packages: Sequence[str] = BASE_PACKAGES
+) -> str:
+    recipe = json.dumps([BASE_SUITE, list(packages), BASE_MIRROR, BASE_TRIM]).encode()
+    return f"{repository}:{BASE_SUITE}-{_digest([recipe])}"
 
 
-def ensure_base_image(podman: Podman) -> str:
-    """The Debian base image, debootstrapped and imported unless the store already has it."""
-    ref = base_image_ref()
+def ensure_base_image(
+    podman: Podman, repository: str = BASE_REPOSITORY, packages: Sequence[str] = BASE_PACKAGES
+) -> str:
+    """A Debian base image with `packages`, debootstrapped and imported unless the store
+    already has it."""
+    ref = base_image_ref(repository, packages)
     with _locked(ref.rpartition(":")[2]):
         if podman.exists(ref):
             return ref
@@ -143,7 +151,7 @@ def ensure_base_image(podman: Podman) -> str:
             rootfs = Path(tmp) / "rootfs"
             result = subprocess.run(
                 [
-                    "debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                    "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
                     BASE_SUITE, str(rootfs), BASE_MIRROR,
                 ],
                 capture_output=True, text=True, timeout=1200, check=False,
@@ -180,18 +188,21 @@ def context_files(repo: Path = REPO_ROOT) -> list[Path]:
     return files
 
 
-def image_ref(podman: Podman, base: str, repo: Path = REPO_ROOT) -> str:
-    """The tag for an image of this context on this base: same inputs, same tag."""
-    base_id = podman.run("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
-    parts = [base_id.encode()]
+def image_ref(podman: Podman, base: str, build_base: str, repo: Path = REPO_ROOT) -> str:
+    """The tag for an image of this context on these bases: same inputs, same tag."""
+    parts = [
+        podman.run("image", "inspect", "--format", "{{.Id}}", image).stdout.strip().encode()
+        for image in (base, build_base)
+    ]
     for path in [repo / "Dockerfile", repo / ".dockerignore", *context_files(repo)]:
         parts += [str(path.relative_to(repo)).encode(), path.read_bytes()]
     return f"{IMAGE_REPOSITORY}:{_digest(parts)}"
 
 
-def ensure_image(podman: Podman, base: str, repo: Path = REPO_ROOT) -> str:
-    """The exporter image built from the repository's Dockerfile on `base`, unless cached."""
-    ref = image_ref(podman, base, repo)
+def ensure_image(podman: Podman, base: str, build_base: str, repo: Path = REPO_ROOT) -> str:
+    """The exporter image built from the repository's Dockerfile on `base` (its build stage on
+    `build_base`), unless cached."""
+    ref = image_ref(podman, base, build_base, repo)
     with _locked(ref.rpartition(":")[2]):
         if podman.exists(ref):
             return ref
@@ -203,7 +214,8 @@ def ensure_image(podman: Podman, base: str, repo: Path = REPO_ROOT) -> str:
         # (pip install) changes whenever they do.
         podman.run(
             "build", "--format", "docker", "--layers=false", "--network", "host", *mounts,
-            "--build-arg", f"BASE_IMAGE={base}", "--tag", ref, str(repo),
+            "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"BUILD_IMAGE={build_base}",
+            "--tag", ref, str(repo),
             timeout=1200,
         )  # fmt: skip
     _remove_old_images(podman, base, keep=ref)

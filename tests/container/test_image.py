@@ -96,6 +96,18 @@ def test_image_holds_no_source_tree_pip_cache_or_compiler(
     assert found["compilers"] == [], "compiler in the image"
 
 
+def test_image_runs_the_compiled_tracker(podman: Podman, exporter_image: str) -> None:
+    # The Dockerfile's build stage compiles the per-event modules with mypyc (setup.py).
+    probe = "import celery_exporter.tracker as t, celery_exporter.task_events as e; "
+    probe += "print(t.__file__, e.__file__)"
+    result = podman.run(
+        "run", "--rm", "--network", "none", "--entrypoint", "python3", exporter_image, "-c", probe,
+        timeout=120,
+    )  # fmt: skip
+    files = result.stdout.split()
+    assert len(files) == 2 and all(f.endswith(".so") for f in files), result.stdout
+
+
 def first_metrics(container: ContainerExporter, timeout: float = 60.0) -> None:
     def served() -> bool:
         assert container.proc is not None

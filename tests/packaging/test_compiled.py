@@ -37,9 +37,9 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, source / name)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps"]
-        + ["--disable-pip-version-check", "-w", str(root / "dist"), str(source)],
+        [*pip_wheel, "--no-build-isolation", "--no-deps", "-w", str(root / "dist"), str(source)],
         env={**os.environ, "CE_MYPYC": "1"},
         cwd=source,
         capture_output=True,
