@@ -30,7 +30,7 @@ from .queue_probe import (
     describe_error,
     is_internal_queue,
 )
-from .refusals import Refused
+from .refusals import REDIS_COMMAND, Refused
 
 
 class RedisQueueProbe(QueueProbe):
@@ -213,7 +213,6 @@ class RedisQueueProbe(QueueProbe):
 
 
 QUEUE = "queue "  # how a refused queue is named: "queue 'jobs'"
-NO_COMMAND = re.compile(r"permissions to run the '([^']+)' command")
 GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -236,7 +235,7 @@ class ReadFailures:
                 continue
             failed = True
             text = str(result).lower()  # Redis 7.2 reworded these: "No permissions to access a key"
-            if NO_COMMAND.search(text):
+            if REDIS_COMMAND.search(text):
                 rule = f"+{command}"
             elif "no permissions to access" in text and "key" in text:
                 rule = f"~{self._pattern(key)}"

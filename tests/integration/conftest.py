@@ -11,6 +11,8 @@ from celery import Celery
 from tests.certs import Pki, make_pki
 from tests.exporter import ExporterProcess
 
+from .polling import Polled
+
 ExporterFactory = Callable[..., ExporterProcess]
 
 
@@ -57,3 +59,11 @@ def send(app: Celery, name: str, queue: str, times: int = 1, args: Sequence[obje
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA with server and client certificates, made at test time (tests/certs.py)."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def polled() -> Iterator[list[Polled]]:
+    made: list[Polled] = []
+    yield made
+    for p in made:
+        p.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,7 +25,7 @@ from tests.tools.stack import run_tool
 
 from .broker_checks import FAST, PASSWORD, assert_secret_absent, log_lines
 from .conftest import ExporterFactory
-from .test_queues import Polled, celery_app, publish
+from .polling import Polled, celery_app, publish
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,6 @@ LACKS = {
     "commands": (["+@all", "-llen", "-lindex", "~*", "&*"], ["+llen", "+lindex"]),
     "keys": (["+@all", "~open-*", "&*"], ["~jobs-{tag}*", "~unacked"]),
 }
-
-
-@pytest.fixture
-def polled() -> Iterator[list[Polled]]:
-    made: list[Polled] = []
-    yield made
-    for p in made:
-        p.close()
 
 
 def outage_lines(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
