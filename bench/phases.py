@@ -64,7 +64,7 @@ def publish(
 ) -> PublishReport:
     """`workers_known`: the stream's workers are already online (the warm-up announced them),
     so it starts with no worker-online; else every worker says hello first, which makes the
-    exporter ask it for its queues and hold its first task events (held.py)."""
+    exporter ask it for its queues and hold its first task events (state/deferred_events.py)."""
     spec = replace(
         opts.spec, seed=time.monotonic_ns() % 1_000_000, online_at_start=not workers_known
     )

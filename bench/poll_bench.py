@@ -22,9 +22,9 @@ from prometheus_client.registry import CollectorRegistry
 from tests.servers import RabbitMQServer, RedisServer
 
 from celery_exporter.config import Config
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.poll_collector import PollCollector
-from celery_exporter.poller import QueuePoller
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.poll_collector import PollCollector
+from celery_exporter.poll.poller import QueuePoller
 
 
 def timings(action: Callable[[], object], runs: int) -> list[float]:

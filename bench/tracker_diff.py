@@ -120,9 +120,9 @@ def snapshots(
         now[0] += 0.0003
         subject.record_message(message)
         if index % 97 == 0:
-            subject.release_held()
+            subject.release_deferred()
         if index % 3000 == 0 or index == len(messages) - 1:
-            subject.release_held()
+            subject.release_deferred()
             subject.expire()
             state = fields_of(subject.snapshot())
             state["workers"] = sorted(map(fields_of, state["workers"]), key=repr)
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
-    import celery_exporter.tracker as current
+    import celery_exporter.state.tracker as current
 
     base = load_baseline(args.baseline_src)
     results = [check(base, current, s, case) for s in range(args.seeds) for case in CASES]

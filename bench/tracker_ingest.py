@@ -6,7 +6,7 @@ online at the start, then batched task events and heartbeats), in alternating ch
 thousand events: on a shared machine, load then falls on both alike, which separate runs
 minutes apart do not give. Reported: the time for the first WARMUP events (workers come online;
 the current code asks them and holds their first task events, which here nobody answers, so
-they are counted when MAX_HELD_EVENTS is reached) and the steady-state rate after them.
+they are counted when MAX_DEFERRED_EVENTS is reached) and the steady-state rate after them.
 
 By default every message is decoded before the run starts, so each event the tracker reads
 comes cold from memory, and both versions pay those cache misses. `--warm` decodes each chunk
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="decode each chunk just before")
     args = parser.parse_args()
     chunk = WARM_CHUNK if args.warm else CHUNK
-    import celery_exporter.tracker as current
+    import celery_exporter.state.tracker as current
 
     versions = {"baseline": load_baseline(args.baseline_src), "current": current}
     warm: dict[str, list[float]] = {name: [] for name in versions}
@@ -121,8 +121,8 @@ def main() -> None:
                 steady_events += size
             fed += size
         for name, tracker in trackers.items():
-            if hasattr(tracker, "release_held"):
-                tracker.release_held()
+            if hasattr(tracker, "release_deferred"):
+                tracker.release_deferred()
             counted = sum(tracker.snapshot().events.values())
             assert counted == args.events + WARMUP, (name, counted)  # nothing left held or lost
             steady[name].append(steady_events / spent[name])

@@ -41,7 +41,7 @@ def feed(stream: Path, baseline_src: str, phase: str) -> None:
     if baseline_src:
         module: Any = load_baseline(Path(baseline_src))
     else:
-        import celery_exporter.tracker as module
+        import celery_exporter.state.tracker as module
     warm, steady = pickle.loads(stream.read_bytes())
     first = orjson.loads(warm[0])
     clock_now: list[float] = [(first[0] if type(first) is list else first)["timestamp"]]

@@ -23,17 +23,19 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from .arrivals import WorkerArrivals
-from .collectors import ExporterCollector, ExporterHealth, TrackerCollector
 from .config import Config, ConfigError
-from .consumer import EventConsumer
-from .exposition import SeriesCollector
-from .metrics import FamilyFactory
-from .poll_collector import PollCollector
-from .poller import QueuePoller
-from .tracker import Tracker
-from .web import MetricsApp, build_server
-from .webconfig import WebConfig, load_web_config
+from .exposition.catalogue import FamilyFactory
+from .exposition.exporter_collector import ExporterCollector
+from .exposition.families import FamilyCollector
+from .exposition.health import ExporterHealth
+from .exposition.poll_collector import PollCollector
+from .exposition.tracker_collector import TrackerCollector
+from .poll.arrivals import WorkerArrivals
+from .poll.poller import QueuePoller
+from .state.tracker import Tracker
+from .stream.consumer import EventConsumer
+from .web.server import MetricsApp, build_server
+from .web.web_config import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class Exporter:
             broker_evidence=self.poller.queue_evidence,
         )
         factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
-        self.collectors: list[SeriesCollector] = [
+        self.collectors: list[FamilyCollector] = [
             TrackerCollector(
                 self.tracker, factory, config.runtime_buckets, config.queue_wait_buckets
             ),

@@ -30,13 +30,13 @@ from .config import (
     parse_metric_prefix,
     parse_static_labels,
 )
-from .metrics import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
+from .exposition.catalogue import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
 
 PROG = "celery-exporter"
 # Operator commands: name -> (module holding a click `command`, one line for --help).
 SUBCOMMANDS = {
-    "check": ("celery_exporter.tools.check_command", "Verify the whole monitoring stack."),
-    "report": ("celery_exporter.tools.report_command", "Task performance report from Prometheus."),
+    "check": ("celery_exporter.tools.check.command", "Verify the whole monitoring stack."),
+    "report": ("celery_exporter.tools.report.command", "Task performance report from Prometheus."),
 }
 
 

@@ -98,7 +98,7 @@ def test_image_holds_no_source_tree_pip_cache_or_compiler(
 
 def test_image_runs_the_compiled_tracker(podman: Podman, exporter_image: str) -> None:
     # The Dockerfile's build stage compiles the per-event modules with mypyc (setup.py).
-    probe = "import celery_exporter.tracker as t, celery_exporter.task_events as e; "
+    probe = "import celery_exporter.state.tracker as t, celery_exporter.state.task_events as e; "
     probe += "print(t.__file__, e.__file__)"
     result = podman.run(
         "run", "--rm", "--network", "none", "--entrypoint", "python3", exporter_image, "-c", probe,

@@ -44,7 +44,7 @@ WORKER_TIMEOUT = 5
 WORKLOAD_SECONDS = 10.0
 QUEUES = ("celery", "routed", BACKLOG_QUEUE)
 
-Series = list[dict[str, Any]]
+QueryResult = list[dict[str, Any]]
 
 
 class Prometheus:
@@ -89,15 +89,15 @@ class Prometheus:
             raise QueryError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def query(self, expr: str, at: float | None = None) -> Series:
+    def query(self, expr: str, at: float | None = None) -> QueryResult:
         """Evaluate `expr` now, or at Unix time `at`."""
         params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
         data = self._get("/api/v1/query", **params)
-        result: Series = data["result"] if data["resultType"] == "vector" else [data]
+        result: QueryResult = data["result"] if data["resultType"] == "vector" else [data]
         return result
 
-    def alerts(self) -> Series:
-        alerts: Series = self._get("/api/v1/alerts")["alerts"]
+    def alerts(self) -> QueryResult:
+        alerts: QueryResult = self._get("/api/v1/alerts")["alerts"]
         return alerts
 
     def stop(self) -> None:

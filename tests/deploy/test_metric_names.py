@@ -2,7 +2,7 @@
 
 Names are pulled out of every PromQL expression (recording and alerting rules, queries inside
 alert annotations, dashboard targets and template variables) and checked against the catalogue
-in celery_exporter.metrics with the default prefix, plus Prometheus' own `up` and `ALERTS` and
+in exposition/catalogue.py with the default prefix, plus Prometheus' own `up` and `ALERTS` and
 the recording rules' own names. This is what stops "metric names may need adjusting for your
 exporter version".
 """
@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from celery_exporter.metrics import CATALOGUE, DEFAULT_PREFIX
+from celery_exporter.exposition.catalogue import CATALOGUE, DEFAULT_PREFIX
 from tests.deploy import promql
 
 PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE"}

@@ -26,7 +26,7 @@ RETRYING = (
     "--retry-interval", "0.2", "--queue-poll-interval", "0.3",
     "--inspect-interval", "0.3", "--inspect-timeout", "0.5", "--log-level", "DEBUG",
 )  # fmt: skip
-THREADS = ("events", "queue poll", "worker inspect")  # as they report to outages.py
+THREADS = ("events", "queue poll", "worker inspect")  # as they report to faults/outages.py
 PASSWORD = "s3cret-Broker-pw"  # never printed by the exporter
 SENTINEL_PASSWORD = "s3cret-Sentinel-pw"
 ADD = "workload.add"
@@ -122,7 +122,9 @@ def log_lines(exporter: ExporterProcess, level: str) -> list[str]:
 
 def retries(exporter: ExporterProcess, thread: str) -> int:
     """How often `thread` has reported a problem already logged (the DEBUG repeats)."""
-    return exporter.log.count(f"DEBUG celery_exporter.outages: {thread}: broker still failing")
+    return exporter.log.count(
+        f"DEBUG celery_exporter.faults.outages: {thread}: broker still failing"
+    )
 
 
 def assert_one_outage_line(

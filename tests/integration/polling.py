@@ -10,9 +10,9 @@ from celery import Celery
 from prometheus_client.registry import CollectorRegistry
 
 from celery_exporter.config import Config
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.poll_collector import PollCollector
-from celery_exporter.poller import QueuePoller
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.poll_collector import PollCollector
+from celery_exporter.poll.poller import QueuePoller
 
 
 def celery_app(url: str, **transport_options: Any) -> Celery:

@@ -4,7 +4,7 @@ and every task is counted under the queue it was routed to from the worker's fir
 Producers send no task-sent events, so a task's queue_name comes from the queues its worker
 consumes; each worker consumes a queue of its own, so the right label is known for every task.
 The regular inspect round is pushed out of the test's reach (--inspect-interval 300): only
-the exporter's targeted `active_queues` request to each new worker (arrivals.py) can know.
+the exporter's targeted `active_queues` request to each new worker (poll/arrivals.py) can know.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from celery_exporter.config import redact_url
-from celery_exporter.faults import UUID
+from celery_exporter.faults.classify import UUID
 from tests.exporter import ExporterProcess
 from tests.servers import RabbitMQServer, wait_for
 from tests.tools.stack import run_tool
@@ -41,7 +41,7 @@ def outage_lines(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "celery_exporter.outages" and r.levelname == level
+        if r.name == "celery_exporter.faults.outages" and r.levelname == level
     ]
 
 
@@ -99,7 +99,7 @@ def test_redis_acl_user_refused_the_poll_is_told_and_recovers_when_granted_live(
 
 def daemon_line(exporter: ExporterProcess, level: str, words: str) -> str:
     """The message of the one `level` line holding `words`, once the exporter has logged it."""
-    marker = f" {level} celery_exporter.outages: "
+    marker = f" {level} celery_exporter.faults.outages: "
     wait_for(lambda: words in exporter.log, 20, f"{words!r}\n{exporter.log}")
     found = [line for line in exporter.log.splitlines() if marker in line and words in line]
     assert len(found) == 1, exporter.log

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
-from celery_exporter.broker import RedisQueueProbe
+from celery_exporter.poll.redis_queues import RedisQueueProbe
 from tests.conftest import WorkerFactory
 from tests.exporter import ExporterProcess
 from tests.servers import RabbitMQServer, wait_for

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_exporter.broker import AmqpQueueProbe, RedisQueueProbe
+from celery_exporter.poll.amqp_queues import AmqpQueueProbe
+from celery_exporter.poll.redis_queues import RedisQueueProbe
 from tests.conftest import WorkerFactory
 from tests.servers import REPO_ROOT, RabbitMQServer, RedisServer, ServerError, free_port, wait_for
 

@@ -18,8 +18,8 @@ from celery.events.event import get_exchange
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
-from celery_exporter import redis_events
-from celery_exporter.redis_events import RedisEventReader, parsed_replies, topic_for
+from celery_exporter.stream import redis_reader as redis_events
+from celery_exporter.stream.redis_reader import RedisEventReader, parsed_replies, topic_for
 from tests.servers import wait_for
 
 EVENTS = 3000
@@ -55,7 +55,9 @@ def drain_backlog(redis_url: str) -> tuple[list[Any], list[str], list[Any], bool
 
 def test_a_backlog_is_handed_over_in_order_once(redis_url: str) -> None:
     bodies, errors, expected, fast = drain_backlog(redis_url)
-    assert fast, "hiredis' parsed replies are out of reach: redis-py changed? (redis_events.py)"
+    assert fast, (
+        "hiredis' parsed replies are out of reach: redis-py changed? (stream/redis_reader.py)"
+    )
     assert bodies == expected
     assert errors == ["undecodable"]
 

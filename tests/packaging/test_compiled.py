@@ -74,7 +74,7 @@ def test_the_event_path_is_compiled(compiled: Path) -> None:
     built = sorted(path.name.split(".")[0] for path in (compiled / "celery_exporter").glob("*.so"))
     assert built == names
     # ... and what runs from that directory is the compiled code, not the sources beside it.
-    probe = "import celery_exporter.tracker as t; print(t.__file__)"
+    probe = "import celery_exporter.state.tracker as t; print(t.__file__)"
     assert run_compiled(compiled, "-c", probe).stdout.strip().endswith(".so")
 
 

@@ -256,7 +256,7 @@ def test_the_broker_link_on_rabbitmq(
         (c["link"], c["name"]) for c in checks if c["status"] == "OK"
     }
     assert ("broker", "task-sent events") in {(c["link"], c["name"]) for c in checks}
-    # A wrong password: in the exporter's own words (faults.py), and never printed.
+    # A wrong password: in the exporter's own words (faults/classify.py), and never printed.
     wrong = rabbitmq_server.url.replace("guest:guest", "guest:s3cret-pw")
     result = run_tool("check", "--broker-url", wrong)
     assert result.returncode == 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from celery_exporter.tools.check_alertmanager import judge_receivers, route
+from celery_exporter.tools.check.alertmanager import judge_receivers, route
 from celery_exporter.tools.counters import (
     LabelKey,
     bucket_counts,
@@ -16,8 +16,8 @@ from celery_exporter.tools.counters import (
     restart_times,
     total_by,
 )
-from celery_exporter.tools.prometheus import Series
-from celery_exporter.tools.report_fetch import Fetcher, Filters
+from celery_exporter.tools.prometheus import SampleStream
+from celery_exporter.tools.report.fetch import Fetcher, Filters
 from celery_exporter.tools.timerange import RangeError, resolve
 from tests.deploy import promql
 
@@ -50,8 +50,8 @@ def test_a_restart_hidden_by_a_higher_value_is_found_from_the_start_time() -> No
 
 
 def test_replicas_are_deduplicated_with_max_and_label_sets_kept_apart() -> None:
-    def series(instance: str, name: str, *pairs: float) -> Series:
-        return Series(metric={"instance": instance, "name": name}, values=samples(*pairs))
+    def series(instance: str, name: str, *pairs: float) -> SampleStream:
+        return SampleStream(metric={"instance": instance, "name": name}, values=samples(*pairs))
 
     found = deduplicated(
         [
@@ -67,7 +67,7 @@ def test_replicas_are_deduplicated_with_max_and_label_sets_kept_apart() -> None:
 
 def test_restart_times_per_process() -> None:
     found = restart_times(
-        [Series(metric={"job": "j", "instance": "a"}, values=samples(1, 500, 2, 500, 3, 900))]
+        [SampleStream(metric={"job": "j", "instance": "a"}, values=samples(1, 500, 2, 500, 3, 900))]
     )
     assert found == {("j", "a"): [500, 900]}
 
@@ -160,13 +160,13 @@ class ScriptedPrometheus:
         self.samples = samples
         self.queries: list[str] = []
 
-    def instant(self, expr: str, at: float) -> list[Series]:
+    def instant(self, expr: str, at: float) -> list[SampleStream]:
         self.queries.append(expr)
         if not expr.startswith("celery_task_succeeded_total"):
             return []
         span = float(expr.rsplit("[", 1)[1].rstrip("ms]")) / 1000
         found = [(t, v) for t, v in self.samples if at - span < t <= at]
-        return [Series(metric={"job": "j", "instance": "a"}, values=found)] if found else []
+        return [SampleStream(metric={"job": "j", "instance": "a"}, values=found)] if found else []
 
 
 def test_long_ranges_are_read_in_pieces_without_gaps_or_overlaps() -> None:

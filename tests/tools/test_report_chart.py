@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from celery_exporter.tools.report_html import chart
+from celery_exporter.tools.report.html import chart
 
 
 def path_moves(svg: str, series: str) -> int:

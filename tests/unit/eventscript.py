@@ -9,11 +9,11 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.arrivals import WorkerArrivals
-from celery_exporter.collectors import TrackerCollector
 from celery_exporter.config import Config
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.tracker import Tracker
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.tracker_collector import TrackerCollector
+from celery_exporter.poll.arrivals import WorkerArrivals
+from celery_exporter.state.tracker import Tracker
 
 WORKER = "celery@worker-1"
 PRODUCER = "gen4242@web-1"

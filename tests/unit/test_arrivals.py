@@ -12,7 +12,8 @@ from types import MappingProxyType
 import pytest
 from celery import Celery
 
-from celery_exporter.arrivals import (
+from celery_exporter.config import Config
+from celery_exporter.poll.arrivals import (
     BATCH,
     COALESCE,
     RETRY_DELAYS,
@@ -20,11 +21,10 @@ from celery_exporter.arrivals import (
     WorkerArrivals,
     WorkerQueues,
 )
-from celery_exporter.broker import ProbeError
-from celery_exporter.config import Config
-from celery_exporter.held import HOLD_SECONDS
-from celery_exporter.inspector import WorkerStats
-from celery_exporter.poller import QueuePoller
+from celery_exporter.poll.inspection import WorkerStats
+from celery_exporter.poll.poller import QueuePoller
+from celery_exporter.poll.queue_probe import ProbeError
+from celery_exporter.state.deferred_events import DEFER_SECONDS
 from tests.unit.eventscript import (
     WORKER,
     FakeClock,
@@ -204,7 +204,7 @@ def test_tasks_before_the_answer_are_held_then_counted_under_the_right_queue() -
     assert c.counted("celery") is None and c.counted("q2") is None
     assert c.h.value("celery_exporter_events_total", event="task-received") is None
     c.run_asker(COALESCE)
-    c.h.tracker.release_held()  # the event thread, between messages
+    c.h.tracker.release_deferred()  # the event thread, between messages
     assert c.counted("q2") == 2
     assert c.counted("q2", "received") == 2
     assert (
@@ -227,11 +227,11 @@ def test_a_worker_that_never_answers_is_counted_after_the_hold_under_todays_rule
     c.asker.listening.clear()
     c.h.feed(heartbeat(NEW, T0, kind="worker-online"))
     c.tasks("u1")
-    c.h.clock.advance(HOLD_SECONDS - 0.01)
-    c.h.tracker.release_held()
+    c.h.clock.advance(DEFER_SECONDS - 0.01)
+    c.h.tracker.release_deferred()
     assert c.counted("celery") is None
     c.h.clock.advance(0.01)
-    c.h.tracker.release_held()
+    c.h.tracker.release_deferred()
     assert c.counted("celery") == 1  # --default-queue-name, as without the asker
     c.tasks("u2")
     assert c.counted("celery") == 2
@@ -248,13 +248,13 @@ def test_held_events_are_released_by_the_next_message_too() -> None:
 
 def test_the_hold_is_bounded_in_count() -> None:
     c = Cluster({NEW: ("q2",)})
-    c.h.tracker._held.max_events = 9
+    c.h.tracker._deferred.max_events = 9
     c.h.feed(heartbeat(NEW, T0, kind="worker-online"))
     c.tasks("u1", "u2")
     assert c.counted("celery") is None  # 6 held
     c.tasks("u3")  # the 9th: everything held is counted now, with what is known (nothing)
     assert c.counted("celery") == 3
-    assert not c.h.tracker._held.nodes
+    assert not c.h.tracker._deferred.nodes
 
 
 def test_held_events_keep_no_args_kwargs_results_or_tracebacks() -> None:
@@ -265,7 +265,7 @@ def test_held_events_keep_no_args_kwargs_results_or_tracebacks() -> None:
     task["args"] = f"('{secret}',)"
     c.h.feed(task)
     c.h.feed(failed("u1", T0, exception=f"ValueError('{secret}')", hostname=NEW))
-    kept = [event for hold in c.h.tracker._held.nodes.values() for event, _ in hold.events]
+    kept = [event for hold in c.h.tracker._deferred.nodes.values() for event, _ in hold.events]
     assert len(kept) == 2
     assert secret not in repr(kept)
     assert all({"args", "kwargs", "traceback", "result"}.isdisjoint(e) for e in kept)

@@ -12,9 +12,10 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from celery_exporter.collectors import TrackerCollector
-from celery_exporter.exposition import Series, render
-from celery_exporter.metrics import FamilyFactory
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.families import Family
+from celery_exporter.exposition.render import render
+from celery_exporter.exposition.tracker_collector import TrackerCollector
 
 from .eventscript import Harness, failed, heartbeat, received, sent, started, succeeded
 
@@ -70,7 +71,7 @@ def test_fast_writer_matches_prometheus_client(openmetrics: bool) -> None:
 
 
 def test_numbers_are_written_as_prometheus_reads_them() -> None:
-    series = Series("x", "gauge", "help", ("a",))
+    series = Family("x", "gauge", "help", ("a",))
     for value in (0, 1.5, 1e21, math.inf, -math.inf, math.nan, 1_795_338_224.9152093):
         series.add_metric((str(value),), value)
     values = {

@@ -16,7 +16,7 @@ import kombu.exceptions
 import pytest
 import redis.exceptions
 
-from celery_exporter.faults import (
+from celery_exporter.faults.classify import (
     AUTH,
     PERMISSION,
     TLS,
@@ -25,8 +25,8 @@ from celery_exporter.faults import (
     Fault,
     FaultDescriber,
 )
-from celery_exporter.outages import fault_line
-from celery_exporter.refusals import Refused
+from celery_exporter.faults.outages import fault_line
+from celery_exporter.faults.refusals import Refused
 from tests.certs import Pki, make_pki
 from tests.servers import free_port
 

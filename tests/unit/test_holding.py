@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from celery_exporter.holding import GRACE
+from celery_exporter.state.held_tasks import GRACE
 from tests.unit.eventscript import (
     WORKER,
     Harness,
@@ -114,7 +114,7 @@ def test_a_worker_that_goes_away_drops_what_it_held() -> None:
     h.feed(received("c", "app.add", now, hostname=OTHER))
     h.feed(event("worker-offline", OTHER, now + 1, active=0, processed=0))
     assert held(h, OTHER) == (None, None)  # said goodbye: no gauges, only counters
-    assert h.tracker.holdings.counts(h.clock.now) == {WORKER: (1, 1)}
+    assert h.tracker.held_tasks.counts(h.clock.now) == {WORKER: (1, 1)}
     h.clock.advance(61)  # no heartbeat from worker-1 any more: down
     assert held(h) == (0, 0)
     assert h.value("celery_worker_up", **LABELS) == 0
@@ -136,11 +136,11 @@ def test_memory_is_bounded_by_the_tracked_tasks_cap() -> None:
     now = h.clock.now
     online(h)
     h.feed([received(f"t{i}", "app.add", now) for i in range(1000)])
-    kept = len(h.tracker.holdings)
+    kept = len(h.tracker.held_tasks)
     assert 90 <= kept <= 100  # past the cap the oldest tenth goes at once
     assert held(h) == (kept, 0)
     h.feed(started("t999", now + 1), started("t0", now + 1))  # newest kept, oldest forgotten
     assert held(h) == (kept - 1, 0)
     h.feed([started(f"t{i}", now + 1) for i in range(1000)])
-    assert len(h.tracker.holdings) == 0
+    assert len(h.tracker.held_tasks) == 0
     assert held(h) == (0, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_exporter import json_decode
+from celery_exporter.stream import json_decode
 
 
 def test_orjson_is_the_fast_path_here() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from celery_exporter import late_sends as late_sends_module
+from celery_exporter.state import late_sends as late_sends_module
 
 from .eventscript import WORKER, Harness, event, received, retried, sent, started, succeeded
 

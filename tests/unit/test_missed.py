@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_exporter.missed import GRACE
+from celery_exporter.state.missed_events import GRACE
 from tests.unit.eventscript import WORKER, Harness, heartbeat, started
 
 MISSED = "celery_exporter_task_events_missed_total"

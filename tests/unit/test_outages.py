@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from celery_exporter.faults import AUTH, PERMISSION, UNREACHABLE, Fault
-from celery_exporter.outages import BrokerOutages
+from celery_exporter.faults.classify import AUTH, PERMISSION, UNREACHABLE, Fault
+from celery_exporter.faults.outages import BrokerOutages
 
 URL = "redis://:***@broker:6379/0"
 
@@ -55,14 +55,14 @@ def lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[s
     return [
         f"{r.levelname} {r.getMessage()}"
         for r in caplog.records
-        if r.name == "celery_exporter.outages" and r.levelno >= level
+        if r.name == "celery_exporter.faults.outages" and r.levelno >= level
     ]
 
 
 def test_one_warning_for_all_threads_and_one_info_when_the_last_is_back(
     outages: BrokerOutages, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="celery_exporter.outages")
+    caplog.set_level(logging.DEBUG, logger="celery_exporter.faults.outages")
     for _ in range(5):
         for source in ("events", "queue poll", "worker inspect"):
             outages.failed(source, REFUSED)

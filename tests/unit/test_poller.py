@@ -15,24 +15,18 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.broker import (
-    AmqpQueueProbe,
-    KombuQueueProbe,
-    ProbeError,
-    QueueProbe,
-    QueueReading,
-    RedisQueueProbe,
-    make_probe,
-)
 from celery_exporter.config import Config
-from celery_exporter.faults import FaultDescriber
-from celery_exporter.inspector import WorkerStats, parse_replies
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.outages import BrokerOutages
-from celery_exporter.poll_collector import PollCollector
-from celery_exporter.poller import QueuePoller
-from celery_exporter.redis_queues import ReadFailures
-from celery_exporter.refusals import Refused
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.poll_collector import PollCollector
+from celery_exporter.faults.classify import FaultDescriber
+from celery_exporter.faults.outages import BrokerOutages
+from celery_exporter.faults.refusals import Refused
+from celery_exporter.poll.amqp_queues import AmqpQueueProbe, KombuQueueProbe
+from celery_exporter.poll.inspection import WorkerStats, parse_replies
+from celery_exporter.poll.poller import QueuePoller
+from celery_exporter.poll.queue_probe import ProbeError, QueueProbe, QueueReading
+from celery_exporter.poll.redis_queues import ReadFailures, RedisQueueProbe
+from celery_exporter.poll.transports import make_probe
 
 
 class FakeClock:
@@ -182,7 +176,7 @@ def test_failure_is_logged_once_when_it_starts_and_once_when_it_ends(
     # The poller's clock times the outage here; the exporter gives it a monotonic one.
     poller.outages = BrokerOutages("memory://", FaultDescriber("memory://"), clock)
     probe.down = inspector.down = True
-    with caplog.at_level(logging.INFO, logger="celery_exporter.outages"):
+    with caplog.at_level(logging.INFO, logger="celery_exporter.faults.outages"):
         for _ in range(5):
             poller.poll_queues()
             poller.inspect_workers()
@@ -373,7 +367,7 @@ def test_a_queue_this_user_may_not_read_fails_the_poll_has_no_value_and_is_one_w
     poller.poll_queues()
     assert length(registry, "secret") == 0  # an empty queue, readable
     probe.refused = {"secret"}  # the permission is revoked
-    with caplog.at_level(logging.INFO, logger="celery_exporter.outages"):
+    with caplog.at_level(logging.INFO, logger="celery_exporter.faults.outages"):
         for _ in range(3):
             clock.now += 5
             poller.poll_queues()

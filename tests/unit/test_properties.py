@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from celery_exporter.tracker import TASK_EVENTS, WORKER_EVENTS
+from celery_exporter.state.tracker import TASK_EVENTS, WORKER_EVENTS
 
 from .eventscript import Harness
 

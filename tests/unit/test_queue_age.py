@@ -11,15 +11,16 @@ from typing import Any
 from celery import Celery
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.broker import ProbeError, QueueProbe, QueueReading, RedisQueueProbe
-from celery_exporter.collectors import TrackerCollector
 from celery_exporter.config import Config
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.poller import QueuePoller
-from celery_exporter.queue_age import QueueAge
-from celery_exporter.queue_evidence import BrokerEvidence, BrokerHead, HeadWatch, parse_head
-from celery_exporter.tracker import Tracker
-from celery_exporter.workers import WorkerView
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.tracker_collector import TrackerCollector
+from celery_exporter.poll.poller import QueuePoller
+from celery_exporter.poll.queue_probe import ProbeError, QueueProbe, QueueReading
+from celery_exporter.poll.redis_queues import RedisQueueProbe
+from celery_exporter.state.broker_evidence import BrokerEvidence, BrokerHead, HeadWatch, parse_head
+from celery_exporter.state.queue_age import QueueAge
+from celery_exporter.state.tracker import Tracker
+from celery_exporter.state.workers import WorkerView
 from tests.unit.eventscript import (
     WORKER,
     FakeClock,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from celery_exporter.cli import command
-from celery_exporter.metrics import CATALOGUE
+from celery_exporter.exposition.catalogue import CATALOGUE
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -15,7 +15,7 @@ from kombu.compression import compress
 from kombu.connection import Connection
 from kombu.serialization import dumps, prepare_accept_content
 
-from celery_exporter.redis_events import JSON, ParsedReplies, RedisEventReader, topic_for
+from celery_exporter.stream.redis_reader import JSON, ParsedReplies, RedisEventReader, topic_for
 
 EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1", "timestamp": 1.0}
 

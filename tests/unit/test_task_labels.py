@@ -1,12 +1,12 @@
-"""Label values remembered per raw value (task_labels.py) count exactly what checking them on
+"""Label values remembered per raw value (state/task_labels.py) count exactly what checking them on
 every event would: overflows every time, released hosts re-admitted, junk still rejected."""
 
 from __future__ import annotations
 
 import pytest
 
-from celery_exporter import task_labels
-from celery_exporter.metrics import OVERFLOW
+from celery_exporter.state import task_labels
+from celery_exporter.state.event_fields import OVERFLOW
 
 from .eventscript import Harness, event, received, sent, started
 

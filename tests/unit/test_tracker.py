@@ -7,7 +7,7 @@ import logging
 import pytest
 from prometheus_client import generate_latest
 
-from celery_exporter.metrics import OVERFLOW, UNKNOWN
+from celery_exporter.state.event_fields import OVERFLOW, UNKNOWN
 
 from .eventscript import (
     PRODUCER,
@@ -402,7 +402,7 @@ def test_prefix_static_labels_and_disabled_families() -> None:
 
 
 def test_a_task_whose_host_was_purged_counts_again_under_fresh_series() -> None:
-    # The in-flight record keeps the series it counts in (series.py): once the host's series
+    # The in-flight record keeps the row it counts in (state/task_rows.py): once the host's series
     # are forgotten, its next event must start fresh ones, zero-initialised, not the old ones.
     h = Harness(worker_timeout=60, purge_offline_worker_metrics=3600)
     h.feed(heartbeat(WORKER, T0), received("u1", "app.add", T0))

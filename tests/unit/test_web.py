@@ -9,10 +9,11 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.collectors import ExporterCollector, ExporterHealth
-from celery_exporter.metrics import FamilyFactory
-from celery_exporter.web import MetricsApp
-from celery_exporter.webconfig import WebConfig
+from celery_exporter.exposition.catalogue import FamilyFactory
+from celery_exporter.exposition.exporter_collector import ExporterCollector
+from celery_exporter.exposition.health import ExporterHealth
+from celery_exporter.web.server import MetricsApp
+from celery_exporter.web.web_config import WebConfig
 
 Response = tuple[int, dict[str, str], bytes]
 

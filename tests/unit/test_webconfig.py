@@ -18,9 +18,9 @@ import bcrypt
 import pytest
 
 from celery_exporter import cli
-from celery_exporter.basic_auth import CHALLENGE, BasicAuth
 from celery_exporter.config import ConfigError
-from celery_exporter.webconfig import WebConfig, load_web_config
+from celery_exporter.web.basic_auth import CHALLENGE, BasicAuth
+from celery_exporter.web.web_config import WebConfig, load_web_config
 from tests.certs import Pki, make_pki, write_encrypted_key
 
 

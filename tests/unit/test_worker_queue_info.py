@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.registry import CollectorRegistry
 
-from celery_exporter.inspector import parse_replies
+from celery_exporter.poll.inspection import parse_replies
 from tests.unit.test_poller import ACTIVE, STATS, make
 
 

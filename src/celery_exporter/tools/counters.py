@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from .prometheus import Series
+from .prometheus import SampleStream
 
 REPLICA_LABELS = frozenset({"instance", "pod"})
 LabelKey = tuple[tuple[str, str], ...]
@@ -48,7 +48,7 @@ def increase(
     return sum(counted for _, counted in increments(values, start, restarts))
 
 
-def restart_times(series: Iterable[Series]) -> dict[tuple[str, str], list[float]]:
+def restart_times(series: Iterable[SampleStream]) -> dict[tuple[str, str], list[float]]:
     """(job, instance) -> start times seen in process_start_time_seconds samples."""
     found: dict[tuple[str, str], list[float]] = {}
     for s in series:
@@ -58,7 +58,7 @@ def restart_times(series: Iterable[Series]) -> dict[tuple[str, str], list[float]
 
 
 def deduplicated(
-    series: Iterable[Series],
+    series: Iterable[SampleStream],
     start: float,
     restarts: dict[tuple[str, str], list[float]] | None = None,
 ) -> dict[LabelKey, float]:
@@ -73,7 +73,7 @@ def deduplicated(
 
 
 def binned(
-    series: Iterable[Series],
+    series: Iterable[SampleStream],
     start: float,
     step: float,
     bins: int,

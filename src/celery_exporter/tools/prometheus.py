@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 from .http import HttpError, get_json, get_text, join
 
 
-class Series(TypedDict):
+class SampleStream(TypedDict):
     metric: dict[str, str]
     values: list[tuple[float, float]]  # (unix time, value), oldest first
 
@@ -37,12 +37,12 @@ class PrometheusClient:
             raise HttpError(f"Prometheus answered {path} without success")
         return body["data"]
 
-    def instant(self, expr: str, at: float) -> list[Series]:
-        """An instant query at `at`; vectors and matrices both come back as Series lists."""
+    def instant(self, expr: str, at: float) -> list[SampleStream]:
+        """An instant query at `at`; vectors and matrices both come back as SampleStream lists."""
         data = self._data("/api/v1/query", query=expr, time=f"{at:.3f}")
         return _series(data)
 
-    def range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+    def range(self, expr: str, start: float, end: float, step: float) -> list[SampleStream]:
         data = self._data(
             "/api/v1/query_range",
             query=expr,
@@ -68,19 +68,19 @@ class PrometheusClient:
         return active
 
 
-def _series(data: dict[str, Any]) -> list[Series]:
+def _series(data: dict[str, Any]) -> list[SampleStream]:
     kind = data.get("resultType")
     result = data.get("result", [])
     if kind == "vector":
         return [
-            Series(metric=r["metric"], values=[(float(r["value"][0]), float(r["value"][1]))])
+            SampleStream(metric=r["metric"], values=[(float(r["value"][0]), float(r["value"][1]))])
             for r in result
         ]
     if kind == "matrix":
         return [
-            Series(metric=r["metric"], values=[(float(t), float(v)) for t, v in r["values"]])
+            SampleStream(metric=r["metric"], values=[(float(t), float(v)) for t, v in r["values"]])
             for r in result
         ]
     if kind == "scalar":
-        return [Series(metric={}, values=[(float(result[0]), float(result[1]))])]
+        return [SampleStream(metric={}, values=[(float(result[0]), float(result[1]))])]
     raise HttpError(f"unexpected Prometheus result type {kind!r}")

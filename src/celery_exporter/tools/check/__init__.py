@@ -1,0 +1,1 @@
+"""`celery-exporter check`: verify the broker, the exporter, Prometheus, Alertmanager, Grafana."""

@@ -1,0 +1,1 @@
+"""`celery-exporter report`: task performance over a time range, from Prometheus."""

@@ -1,0 +1,1 @@
+"""The HTTP side: /metrics, /, /healthz, /readyz, /health; TLS and basic auth from a web config."""
