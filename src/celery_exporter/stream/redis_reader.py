@@ -10,7 +10,8 @@ the queue poll (poll/redis_queues.py) cannot disagree: the pub/sub client is the
 `subclient` (host, port, database, password, TLS, Sentinel master, socket options,
 `global_keyprefix`), and the topic is the one the channel itself publishes fanout messages
 to (`fanout_prefix` with the database number, `fanout_patterns`). A message that is not
-plain JSON, or that is compressed, is decoded by kombu's own Message class, so `--accept-content` still applies.
+plain JSON, or that is compressed, is decoded by kombu's own Message class, so
+`--accept-content` still applies.
 
 Two things make this path cheaper than even a bare redis-py reader (bench/README.md):
 
