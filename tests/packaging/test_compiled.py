@@ -71,7 +71,8 @@ def test_the_event_path_is_compiled(compiled: Path) -> None:
     import setup as build_script  # the repository's setup.py: its list of compiled modules
 
     names = sorted(Path(path).stem for path in build_script.COMPILED)
-    built = sorted(path.name.split(".")[0] for path in (compiled / "celery_exporter").glob("*.so"))
+    state = compiled / "celery_exporter" / "state"
+    built = sorted(path.name.split(".")[0] for path in state.glob("*.so"))
     assert built == names
     # ... and what runs from that directory is the compiled code, not the sources beside it.
     probe = "import celery_exporter.state.tracker as t; print(t.__file__)"
