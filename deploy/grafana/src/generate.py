@@ -7,7 +7,7 @@ The SDK (`grafana-foundation-sdk`, build 10.4 to match the compose stack's Grafa
 `test` extra: `pip install -e '.[test]'`. Never edit the JSON by hand; tests/deploy/
 test_dashboards.py fails when it differs from what this script writes.
 
-HOW TO ADD A PANEL (a few lines in overview.py, tasks.py or state/workers.py; the metric name here
+HOW TO ADD A PANEL (a few lines in overview.py, tasks.py or workers.py; the metric name here
 is for illustration):
 
     .with_panel(
