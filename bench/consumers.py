@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.servers import REPO_ROOT, free_port, terminate_pid, wait_for
+from tests.support.servers import REPO_ROOT, free_port, terminate_pid, wait_for
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EXPORTERS = ("exporter", "before")  # "before": the exporter from `--before-src`

@@ -19,7 +19,7 @@ from pathlib import Path
 from celery import Celery
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
-from tests.servers import RabbitMQServer, RedisServer
+from tests.support.servers import RabbitMQServer, RedisServer
 
 from celery_exporter.config import Config
 from celery_exporter.exposition.catalogue import FamilyFactory

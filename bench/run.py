@@ -1,7 +1,7 @@
 """Benchmark runner: the exporter against celery's own Receiver, the bare-client floor (and
 Flower, and the exporter of an earlier commit) on real brokers.
 
-Starts its own Redis and RabbitMQ (tests/servers.py), then for each consumer in turn, in the
+Starts its own Redis and RabbitMQ (tests/support/servers.py), then for each consumer in turn, in the
 same run: event-to-metric latency, drain rate of a paused backlog, the highest sustained live
 rate with no loss; for the exporter also RSS across many unique tasks and the render time of a
 large exposition. Prints one table per broker with ratios against the baseline, and writes
@@ -34,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import RabbitMQServer, RedisServer
+from tests.support.servers import RabbitMQServer, RedisServer
 
 from bench import phases
 from bench.consumers import EXPORTERS, ConsumerProcess

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 
-from tests.workload_app import add, fail, retry_once, routed, sleep
+from demo.app import add, charge_card, fetch_rates, report, resize_image
 
 
 def main() -> None:
@@ -14,12 +14,12 @@ def main() -> None:
         for _ in range(random.randint(5, 15)):
             add.delay(random.randint(0, 9), random.randint(0, 9))
         if random.random() < 0.3:
-            fail.delay()
+            charge_card.delay()
         if random.random() < 0.2:
-            retry_once.delay()
+            fetch_rates.delay()
         if random.random() < 0.2:
-            sleep.delay(random.uniform(0.5, 3.0))
-        routed.delay()
+            resize_image.delay()
+        report.delay()
         time.sleep(1.0)
 
 

@@ -31,13 +31,13 @@ trap cleanup EXIT INT TERM
 
 redis-server --bind 127.0.0.1 --port 6399 --save '' --appendonly no --daemonize yes \
   --pidfile "$run/redis.pid" --logfile "$run/redis.log"
-export CE_TEST_BROKER_URL="redis://127.0.0.1:6399/0"
-celery -A tests.workload_app worker -E -Q celery,routed -c 2 -n demo@%h \
+export DEMO_BROKER_URL="redis://127.0.0.1:6399/0"
+celery -A demo.app worker -E -Q celery,routed -c 2 -n demo@%h \
   --loglevel WARNING >"$run/worker.log" 2>&1 &
 pids+=($!)
 python -m demo.producer >"$run/producer.log" 2>&1 &
 pids+=($!)
 echo "demo: Redis on 6399, worker log $run/worker.log; metrics on http://localhost:9808/metrics"
-celery-exporter --broker-url "$CE_TEST_BROKER_URL" -Q celery,routed &
+celery-exporter --broker-url "$DEMO_BROKER_URL" -Q celery,routed &
 pids+=($!)
 wait "${pids[-1]}"

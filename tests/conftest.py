@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.servers import CeleryWorker, RabbitMQServer, RedisServer
-
-WorkerFactory = Callable[..., CeleryWorker]
+from tests.support.servers import CeleryWorker, RabbitMQServer, RedisServer, WorkerFactory
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,13 @@ summary so the numbers in the README can be checked against a run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.container.exporter import ContainerExporter
-from tests.container.podman import (
+from tests.support.exporter_container import MEASURED, ContainerExporter, ContainerFactory
+from tests.support.podman import (
     BUILD_BASE_PACKAGES,
     BUILD_BASE_REPOSITORY,
     Podman,
@@ -23,9 +23,6 @@ from tests.container.podman import (
     ensure_image,
     missing_requirements,
 )
-
-ContainerFactory = Callable[[str], ContainerExporter]
-MEASURED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WorkerFactory
-from tests.container.conftest import MEASURED, ContainerFactory
-from tests.container.exporter import ContainerExporter
-from tests.container.podman import Podman
-from tests.integration.conftest import producer, send
-from tests.servers import pid_alive, wait_for
+from tests.support.exporter_container import MEASURED, ContainerExporter, ContainerFactory
+from tests.support.podman import Podman
+from tests.support.producer import producer, send
+from tests.support.servers import WorkerFactory, pid_alive, wait_for
 
 pytestmark = pytest.mark.container
 HOST = socket.gethostname()

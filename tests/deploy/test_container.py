@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import promql
+from tests.support import promql
 
 DOCKERFILE = promql.REPO / "Dockerfile"
 COMPOSE_FILE = promql.DEPLOY / "docker-compose.yml"
@@ -172,8 +172,8 @@ def test_compose_runs_the_whole_stack() -> None:
     assert "9808:9808" in exporter["ports"]
     worker = services["worker"]
     assert worker["entrypoint"] == ["celery"]
-    assert worker["command"][:4] == ["-A", "tests.workload_app", "worker", "-E"]
-    assert worker["environment"]["CE_TEST_BROKER_URL"] == "redis://redis:6379/0"
+    assert worker["command"][:4] == ["-A", "demo.app", "worker", "-E"]
+    assert worker["environment"]["DEMO_BROKER_URL"] == "redis://redis:6379/0"
     assert services["producer"]["command"] == ["-m", "demo.producer"]
 
 
@@ -183,7 +183,7 @@ def test_compose_mounts_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (promql.DEPLOY / source).exists(), f"{name}: {source} missing"
-    assert (promql.REPO / "tests" / "workload_app.py").exists()
+    assert (promql.REPO / "demo" / "app.py").exists()
     assert (promql.REPO / "demo" / "producer.py").exists()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import promql
+from tests.support import promql
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 VARIABLES = ("datasource", "job", "queue", "task", "worker")

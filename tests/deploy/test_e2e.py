@@ -31,11 +31,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import WorkerFactory
-from tests.deploy import promql
-from tests.deploy.workload import BACKLOG_QUEUE
-from tests.exporter import ExporterProcess
-from tests.servers import REPO_ROOT, free_port, terminate_pid, wait_for
+from tests.support import promql
+from tests.support.e2e_workload import BACKLOG_QUEUE
+from tests.support.exporter_process import ExporterProcess
+from tests.support.servers import REPO_ROOT, WorkerFactory, free_port, terminate_pid, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 
@@ -139,10 +138,10 @@ class Stack:
 
 
 def start_workload(broker_url: str, seconds: float) -> subprocess.Popen[bytes]:
-    """The workload producer (tests/deploy/workload.py) in the background."""
+    """The workload producer (tests/support/e2e_workload.py) in the background."""
     env = {**os.environ, "CE_TEST_BROKER_URL": broker_url, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.deploy.workload", str(seconds)], cwd=REPO_ROOT, env=env
+        [sys.executable, "-m", "tests.support.e2e_workload", str(seconds)], cwd=REPO_ROOT, env=env
     )
 
 

@@ -41,8 +41,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WorkerFactory
-from tests.deploy import promql
 from tests.deploy.test_e2e import (
     EXPORTER_ARGS,
     Prometheus,
@@ -52,8 +50,9 @@ from tests.deploy.test_e2e import (
     start_workload,
     write_test_config,
 )
-from tests.exporter import ExporterProcess
-from tests.servers import wait_for
+from tests.support import promql
+from tests.support.exporter_process import ExporterProcess
+from tests.support.servers import WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 

@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from celery_exporter import __version__
-from tests.deploy.kustomize import (
+from tests.deploy.test_e2e import Prometheus
+from tests.support.kustomize import (
     BROKER_SECRET,
     COMPONENTS,
     K8S,
@@ -38,8 +39,7 @@ from tests.deploy.kustomize import (
     render,
     render_all,
 )
-from tests.deploy.test_e2e import Prometheus
-from tests.servers import free_port, wait_for
+from tests.support.servers import free_port, wait_for
 
 pytestmark = pytest.mark.deploy
 

@@ -1,7 +1,7 @@
 """The Deployment held to the exporter itself.
 
 The CE_* names are the exporter's own (click reads each one from the environment). Then the
-real exporter is started as kubelet would start the container (tests/deploy/kubepod.py: the
+real exporter is started as kubelet would start the container (tests/support/kubepod.py: the
 manifest's env with Secret values filled in, volumes at their mountPaths, read-only root,
 UID 10001, no capabilities), with a real Redis as the broker, and the probes the manifest names
 must pass: plain HTTP, and HTTPS with basic auth from the web-config component, scraped the way
@@ -29,14 +29,14 @@ import yaml
 from click.core import ParameterSource
 
 from celery_exporter.cli import command
-from tests.deploy.kubepod import (
+from tests.support.kubepod import (
     PodProcess,
     Secrets,
     container_env,
     materialise_volumes,
     probe_port,
 )
-from tests.deploy.kustomize import (
+from tests.support.kustomize import (
     BROKER_SECRET,
     Obj,
     exporter_container,
@@ -45,7 +45,7 @@ from tests.deploy.kustomize import (
     objects,
     render_all,
 )
-from tests.servers import free_port, terminate_pid, wait_for
+from tests.support.servers import free_port, terminate_pid, wait_for
 
 pytestmark = pytest.mark.deploy
 

@@ -18,12 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.kustomize import (
-    Obj,
-    find,
-    objects,
-    render_all,
-)
+from tests.support.kustomize import Obj, find, objects, render_all
 
 pytestmark = pytest.mark.deploy
 

@@ -14,20 +14,8 @@ import re
 import pytest
 
 from celery_exporter.exposition.catalogue import CATALOGUE, DEFAULT_PREFIX
-from tests.deploy import promql
-
-PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE"}
-
-
-def exposed_names() -> set[str]:
-    names: set[str] = set()
-    for spec in CATALOGUE:
-        name = spec.exposed_name(DEFAULT_PREFIX)
-        if spec.kind == "histogram":
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(name)
-    return names
+from tests.support import promql
+from tests.support.promql import PROMETHEUS_OWN, exposed_names
 
 
 def all_queries() -> list[promql.Query]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import promql
+from tests.support import promql
 
 pytestmark = pytest.mark.deploy
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import WorkerFactory
-from tests.deploy import promql
 from tests.deploy.test_e2e import Prometheus, write_test_config
-from tests.exporter import ExporterProcess
-from tests.servers import CeleryWorker, wait_for
+from tests.support import promql
+from tests.support.exporter_process import ExporterProcess
+from tests.support.servers import CeleryWorker, WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 

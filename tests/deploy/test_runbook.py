@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy import promql
+from tests.support import promql
 
 
 def sections() -> dict[str, str]:
@@ -52,7 +52,7 @@ def test_internal_links_resolve() -> None:
 
 
 def test_runbook_queries_name_exposed_or_recorded_metrics() -> None:
-    from tests.deploy.test_metric_names import PROMETHEUS_OWN, exposed_names
+    from tests.support.promql import PROMETHEUS_OWN, exposed_names
 
     known = exposed_names() | PROMETHEUS_OWN | promql.recording_names()
     known |= {"scrape_duration_seconds"}

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
-from tests.certs import Pki, make_pki
-from tests.exporter import ExporterProcess
-
-from .polling import Polled
-
-ExporterFactory = Callable[..., ExporterProcess]
+from tests.support.certs import Pki, make_pki
+from tests.support.exporter_process import ExporterFactory, ExporterProcess
+from tests.support.polling import Polled
 
 
 @pytest.fixture
@@ -42,22 +38,9 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("rabbitmq_server").url)
 
 
-def producer(broker_url: str, sent_events: bool = True) -> Celery:
-    """A client app that publishes tasks by name, as a web process would."""
-    app = Celery("producer", broker=broker_url, set_as_current=False)
-    app.conf.task_send_sent_event = sent_events
-    return app
-
-
-def send(app: Celery, name: str, queue: str, times: int = 1, args: Sequence[object] = ()) -> None:
-    with app.producer_or_acquire() as publisher:
-        for _ in range(times):
-            app.send_task(name, args=tuple(args), queue=queue, producer=publisher)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A CA with server and client certificates, made at test time (tests/certs.py)."""
+    """A CA with server and client certificates, made at test time (tests/support/certs.py)."""
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 

@@ -16,11 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.brokers import redis_tls_server
-from tests.certs import Pki, make_pki
-from tests.conftest import WorkerFactory
-
-from .broker_checks import (
+from tests.support.broker_checks import (
     FAST,
     PASSWORD,
     RETRYING,
@@ -33,7 +29,10 @@ from .broker_checks import (
     plain_redis,
     worker_env,
 )
-from .conftest import ExporterFactory
+from tests.support.brokers import redis_tls_server
+from tests.support.certs import Pki, make_pki
+from tests.support.exporter_process import ExporterFactory
+from tests.support.servers import WorkerFactory
 
 pytestmark = pytest.mark.integration
 

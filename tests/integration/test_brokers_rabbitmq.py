@@ -13,12 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.brokers import RabbitMQTlsServer
-from tests.certs import Pki, make_pki
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess
-
-from .broker_checks import (
+from tests.support.broker_checks import (
     FAST,
     PASSWORD,
     RETRYING,
@@ -30,7 +25,10 @@ from .broker_checks import (
     flags,
     worker_env,
 )
-from .conftest import ExporterFactory
+from tests.support.brokers import RabbitMQTlsServer
+from tests.support.certs import Pki, make_pki
+from tests.support.exporter_process import ExporterFactory, ExporterProcess
+from tests.support.servers import WorkerFactory
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.brokers import MASTER_NAME, Sentinels
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess, Samples
-from tests.servers import CeleryWorker, wait_for
-
-from .broker_checks import (
+from tests.support.broker_checks import (
     ADD,
     FAST,
     PASSWORD,
@@ -31,7 +26,10 @@ from .broker_checks import (
     labels,
     worker_env,
 )
-from .conftest import ExporterFactory, send
+from tests.support.brokers import MASTER_NAME, Sentinels
+from tests.support.exporter_process import ExporterFactory, ExporterProcess, Samples
+from tests.support.producer import send
+from tests.support.servers import CeleryWorker, WorkerFactory, wait_for
 
 pytestmark = pytest.mark.integration
 

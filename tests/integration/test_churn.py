@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 import pytest
 from celery import Celery
 
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess, Samples
-from tests.integration.conftest import ExporterFactory, producer, send
-from tests.servers import CeleryWorker
+from tests.support.exporter_process import ExporterFactory, ExporterProcess, Samples
+from tests.support.producer import producer, send
+from tests.support.servers import CeleryWorker, WorkerFactory
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import WorkerFactory
-from tests.servers import RedisServer, free_port, wait_for
-
-from .broker_checks import RETRYING, assert_back_in_one_line, assert_one_outage_line
-from .conftest import ExporterFactory, producer, send
+from tests.support.broker_checks import RETRYING, assert_back_in_one_line, assert_one_outage_line
+from tests.support.exporter_process import ExporterFactory
+from tests.support.producer import producer, send
+from tests.support.servers import RedisServer, WorkerFactory, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()

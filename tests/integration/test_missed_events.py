@@ -23,11 +23,9 @@ from celery.events.event import get_exchange
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess
-from tests.servers import RabbitMQServer, RedisServer, wait_for
-
-from .conftest import ExporterFactory, producer, send
+from tests.support.exporter_process import ExporterFactory, ExporterProcess
+from tests.support.producer import producer, send
+from tests.support.servers import RabbitMQServer, RedisServer, WorkerFactory, wait_for
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()

@@ -19,13 +19,11 @@ import redis
 
 from celery_exporter.config import redact_url
 from celery_exporter.faults.classify import UUID
-from tests.exporter import ExporterProcess
-from tests.servers import RabbitMQServer, wait_for
-from tests.tools.stack import run_tool
-
-from .broker_checks import FAST, PASSWORD, assert_secret_absent, log_lines
-from .conftest import ExporterFactory
-from .polling import Polled, celery_app, publish
+from tests.support.broker_checks import FAST, PASSWORD, assert_secret_absent, log_lines
+from tests.support.exporter_process import ExporterFactory, ExporterProcess
+from tests.support.polling import Polled, celery_app, publish
+from tests.support.servers import RabbitMQServer, wait_for
+from tests.support.stack import run_tool
 
 pytestmark = pytest.mark.integration
 

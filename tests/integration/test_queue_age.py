@@ -14,11 +14,9 @@ import pytest
 from celery import Celery
 
 from celery_exporter.poll.redis_queues import RedisQueueProbe
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess
-from tests.servers import RabbitMQServer, wait_for
-
-from .conftest import ExporterFactory, producer, send
+from tests.support.exporter_process import ExporterFactory, ExporterProcess
+from tests.support.producer import producer, send
+from tests.support.servers import RabbitMQServer, WorkerFactory, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,16 @@ import redis
 
 from celery_exporter.poll.amqp_queues import AmqpQueueProbe
 from celery_exporter.poll.redis_queues import RedisQueueProbe
-from tests.conftest import WorkerFactory
-from tests.servers import REPO_ROOT, RabbitMQServer, RedisServer, ServerError, free_port, wait_for
-
-from .polling import Polled, celery_app, publish
+from tests.support.polling import Polled, celery_app, publish
+from tests.support.servers import (
+    REPO_ROOT,
+    RabbitMQServer,
+    RedisServer,
+    ServerError,
+    WorkerFactory,
+    free_port,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from kombu.messaging import Producer
 
 from celery_exporter.stream import redis_reader as redis_events
 from celery_exporter.stream.redis_reader import RedisEventReader, parsed_replies, topic_for
-from tests.servers import wait_for
+from tests.support.servers import wait_for
 
 EVENTS = 3000
 EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1"}

@@ -20,12 +20,10 @@ from celery.events.event import get_exchange
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
-from tests.conftest import WorkerFactory
-from tests.exporter import ExporterProcess, Samples
-from tests.servers import RabbitMQServer, RedisServer
-from tests.unit.eventscript import WORKER, heartbeat, received, sent, started, succeeded
-
-from .conftest import ExporterFactory, producer, send
+from tests.support.eventscript import WORKER, heartbeat, received, sent, started, succeeded
+from tests.support.exporter_process import ExporterFactory, ExporterProcess, Samples
+from tests.support.producer import producer, send
+from tests.support.servers import RabbitMQServer, RedisServer, WorkerFactory
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.conftest import WorkerFactory
-from tests.servers import (
+from tests.support.servers import (
     RabbitMQServer,
     RedisServer,
     ServerError,
+    WorkerFactory,
     child_pids,
     pid_alive,
     wait_for,

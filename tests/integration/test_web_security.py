@@ -21,8 +21,8 @@ import bcrypt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.certs import Pki
-from tests.servers import REPO_ROOT, ServerError, free_port, terminate_pid, wait_for
+from tests.support.certs import Pki
+from tests.support.servers import REPO_ROOT, ServerError, free_port, terminate_pid, wait_for
 
 pytestmark = pytest.mark.integration
 

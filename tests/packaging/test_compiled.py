@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO_ROOT
+from tests.support.servers import REPO_ROOT
 
 PACKAGE_FILES = ("pyproject.toml", "setup.py", "README.md", "src")
 

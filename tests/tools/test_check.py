@@ -19,12 +19,18 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.conftest import WorkerFactory
-from tests.deploy.test_alertmanager import SETTINGS, Alertmanager, _render
 from tests.deploy.test_e2e import Prometheus
-from tests.exporter import ExporterProcess
-from tests.servers import CeleryWorker, RabbitMQServer, RedisServer, free_port, wait_for
-from tests.tools.stack import FakeGrafana, prometheus_config, run_tool, shipped_dashboards
+from tests.support.alertmanager import SETTINGS, Alertmanager, render_config
+from tests.support.exporter_process import ExporterProcess
+from tests.support.servers import (
+    CeleryWorker,
+    RabbitMQServer,
+    RedisServer,
+    WorkerFactory,
+    free_port,
+    wait_for,
+)
+from tests.support.stack import FakeGrafana, prometheus_config, run_tool, shipped_dashboards
 
 pytestmark = [pytest.mark.integration, pytest.mark.deploy]
 
@@ -61,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         worker.start()
         exporter.start()
-        assert _render(tmp, SETTINGS).returncode == 0
+        assert render_config(tmp, SETTINGS).returncode == 0
         alertmanager = Alertmanager(tmp / "rendered.yml", tmp)
         started.append(alertmanager)
         config = prometheus_config(
@@ -162,7 +168,7 @@ def test_text_output_is_one_line_per_check_and_a_summary(stack: Stack) -> None:
 def test_a_worker_without_task_events_is_named_with_the_fix(stack: Stack) -> None:
     quiet = CeleryWorker(stack.redis.url, stack.tmp / "quiet", queues=("quiet",),
                          hostname=f"quiet@{socket.gethostname()}", events=False)  # fmt: skip
-    quiet.args[quiet.args.index("tests.workload_app")] = "tests.tools.quiet_app"
+    quiet.args[quiet.args.index("tests.support.workload_app")] = "tests.support.quiet_app"
     exporter_view: list[dict[str, str]] = []
 
     def exporter_names_it() -> bool:

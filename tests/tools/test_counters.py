@@ -19,7 +19,7 @@ from celery_exporter.tools.counters import (
 from celery_exporter.tools.prometheus import SampleStream
 from celery_exporter.tools.report.fetch import Fetcher, Filters
 from celery_exporter.tools.timerange import RangeError, resolve
-from tests.deploy import promql
+from tests.support import promql
 
 START = 1000.0
 

@@ -24,9 +24,9 @@ import pytest
 from celery import Celery
 
 from tests.deploy.test_e2e import Prometheus
-from tests.exporter import ExporterProcess
-from tests.servers import REPO_ROOT, CeleryWorker, RedisServer, wait_for
-from tests.tools.stack import png_pixels, prometheus_config, run_tool
+from tests.support.exporter_process import ExporterProcess
+from tests.support.servers import REPO_ROOT, CeleryWorker, RedisServer, wait_for
+from tests.support.stack import png_pixels, prometheus_config, run_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.deploy]
 

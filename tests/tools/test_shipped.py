@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery_exporter.tools import shipped
-from tests.deploy import promql
+from tests.support import promql
 
 
 def test_rule_groups_match_alert_rules_yml() -> None:
