@@ -14,119 +14,27 @@ deploy/alert_rules.yml (every `for:` shortened to SHORT_FOR). Then, through the 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.support import promql
-from tests.support.e2e_workload import BACKLOG_QUEUE
+from tests.support.e2e_workload import (
+    BACKLOG_QUEUE,
+    EXPORTER_ARGS,
+    run_workload,
+)
 from tests.support.exporter_process import ExporterProcess
-from tests.support.servers import REPO_ROOT, WorkerFactory, free_port, terminate_pid, wait_for
+from tests.support.prometheus import Prometheus, QueryError, write_test_config
+from tests.support.servers import WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 
-SHORT_FOR = "2s"
-WORKER_TIMEOUT = 5
 WORKLOAD_SECONDS = 10.0
-QUEUES = ("celery", "routed", BACKLOG_QUEUE)
-
-QueryResult = list[dict[str, Any]]
-
-
-class Prometheus:
-    """A real Prometheus on a free loopback port, its TSDB in a temp dir, stopped by PID."""
-
-    def __init__(self, config: Path, data: Path) -> None:
-        self.port = free_port()
-        self.log = data / "prometheus.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    "prometheus",
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={data / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self) -> None:
-        wait_for(self._ready, 30.0, f"prometheus on {self.port}", step=0.2)
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"prometheus exited:\n{self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def _get(self, path: str, **params: str) -> Any:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as exc:
-            body = json.load(exc)
-        if body["status"] != "success":
-            raise QueryError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str, at: float | None = None) -> QueryResult:
-        """Evaluate `expr` now, or at Unix time `at`."""
-        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
-        data = self._get("/api/v1/query", **params)
-        result: QueryResult = data["result"] if data["resultType"] == "vector" else [data]
-        return result
-
-    def alerts(self) -> QueryResult:
-        alerts: QueryResult = self._get("/api/v1/alerts")["alerts"]
-        return alerts
-
-    def stop(self) -> None:
-        terminate_pid(self.process.pid)
-        self.process.wait(5)
-
-
-class QueryError(RuntimeError):
-    """Prometheus rejected or failed a query."""
-
-
-def write_test_config(directory: Path, *exporter_ports: int) -> Path:
-    """The shipped config and rules, scraping the test exporters every second, `for:` short."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = promql.load_yaml(promql.PROMETHEUS_FILE)
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == promql.EXPORTER_JOB]
-    job.update(scrape_interval="1s", scrape_timeout="1s")
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{port}" for port in exporter_ports]}]
-    config["scrape_configs"] = [job]
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config.pop("alerting")  # no Alertmanager here; Prometheus still computes alert states
-    groups = promql.rule_groups()
-    for group in groups:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = SHORT_FOR
-    (directory / "alert_rules.yml").write_text(yaml.safe_dump({"groups": groups}))
-    path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @dataclass
@@ -135,31 +43,6 @@ class Stack:
     exporter: ExporterProcess
     survivor: str  # node name of the worker left running
     killed: str  # node name of the worker SIGKILLed after the workload
-
-
-def start_workload(broker_url: str, seconds: float) -> subprocess.Popen[bytes]:
-    """The workload producer (tests/support/e2e_workload.py) in the background."""
-    env = {**os.environ, "CE_TEST_BROKER_URL": broker_url, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.e2e_workload", str(seconds)], cwd=REPO_ROOT, env=env
-    )
-
-
-def finish_workload(producer: subprocess.Popen[bytes], seconds: float) -> None:
-    assert producer.wait(timeout=seconds + 30) == 0
-
-
-def run_workload(broker_url: str, seconds: float) -> None:
-    finish_workload(start_workload(broker_url, seconds), seconds)
-
-
-EXPORTER_ARGS = (
-    "--worker-timeout", str(WORKER_TIMEOUT),
-    "--queues", ",".join(QUEUES),
-    "--queue-poll-interval", "1",
-    "--inspect-interval", "2",
-    "--inspect-timeout", "1",
-)  # fmt: skip
 
 
 @pytest.fixture

@@ -41,17 +41,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.test_e2e import (
-    EXPORTER_ARGS,
-    Prometheus,
-    QueryError,
-    finish_workload,
-    run_workload,
-    start_workload,
-    write_test_config,
-)
 from tests.support import promql
+from tests.support.e2e_workload import EXPORTER_ARGS, finish_workload, run_workload, start_workload
 from tests.support.exporter_process import ExporterProcess
+from tests.support.prometheus import Prometheus, QueryError, write_test_config
 from tests.support.servers import WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]

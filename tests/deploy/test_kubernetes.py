@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from celery_exporter import __version__
-from tests.deploy.test_e2e import Prometheus
 from tests.support.kustomize import (
     BROKER_SECRET,
     COMPONENTS,
@@ -39,6 +38,7 @@ from tests.support.kustomize import (
     render,
     render_all,
 )
+from tests.support.prometheus import Prometheus
 from tests.support.servers import free_port, wait_for
 
 pytestmark = pytest.mark.deploy

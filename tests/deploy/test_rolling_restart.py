@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.test_e2e import Prometheus, write_test_config
 from tests.support import promql
 from tests.support.exporter_process import ExporterProcess
+from tests.support.prometheus import Prometheus, write_test_config
 from tests.support.servers import CeleryWorker, WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]

@@ -1,17 +1,22 @@
-"""The end-to-end test's producer: a fixed mix of tasks published over a few seconds.
+"""The end-to-end test's workload: a fixed mix of tasks published over a few seconds, and the
+exporter flags and runners the deploy tests share for it.
 
 Run as `python -m tests.support.e2e_workload SECONDS` with CE_TEST_BROKER_URL set, in its own
 process so that tests.support.workload_app reads the broker URL at import. Deterministic, so the
-test can say
-which alerts must fire: every tick publishes successes and a failure; retries, a routed task and
+test can say which alerts must fire: every tick publishes successes and a failure; retries, a
+routed task and
 a slow task come every few ticks; and the backlog queue, which no worker consumes, grows by three
 messages per tick (past the 100-message warning threshold within ~9 s, never near 1000).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
+
+from tests.support.servers import REPO_ROOT
 
 BACKLOG_QUEUE = "backlog"
 TICK = 0.25
@@ -41,3 +46,34 @@ def main(seconds: float) -> None:
 
 if __name__ == "__main__":
     main(float(sys.argv[1]))
+
+
+WORKER_TIMEOUT = 5
+
+
+QUEUES = ("celery", "routed", BACKLOG_QUEUE)
+
+
+def start_workload(broker_url: str, seconds: float) -> subprocess.Popen[bytes]:
+    """The workload producer (tests/support/e2e_workload.py) in the background."""
+    env = {**os.environ, "CE_TEST_BROKER_URL": broker_url, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.e2e_workload", str(seconds)], cwd=REPO_ROOT, env=env
+    )
+
+
+def finish_workload(producer: subprocess.Popen[bytes], seconds: float) -> None:
+    assert producer.wait(timeout=seconds + 30) == 0
+
+
+def run_workload(broker_url: str, seconds: float) -> None:
+    finish_workload(start_workload(broker_url, seconds), seconds)
+
+
+EXPORTER_ARGS = (
+    "--worker-timeout", str(WORKER_TIMEOUT),
+    "--queues", ",".join(QUEUES),
+    "--queue-poll-interval", "1",
+    "--inspect-interval", "2",
+    "--inspect-timeout", "1",
+)  # fmt: skip

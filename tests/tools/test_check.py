@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from tests.deploy.test_e2e import Prometheus
 from tests.support.alertmanager import SETTINGS, Alertmanager, render_config
 from tests.support.exporter_process import ExporterProcess
+from tests.support.prometheus import Prometheus
 from tests.support.servers import (
     CeleryWorker,
     RabbitMQServer,

@@ -23,8 +23,8 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from celery import Celery
 
-from tests.deploy.test_e2e import Prometheus
 from tests.support.exporter_process import ExporterProcess
+from tests.support.prometheus import Prometheus
 from tests.support.servers import REPO_ROOT, CeleryWorker, RedisServer, wait_for
 from tests.support.stack import png_pixels, prometheus_config, run_tool
 
