@@ -1,5 +1,5 @@
-"""HTTP security: the exporter-toolkit web config file (TLS, client certificates, basic auth
-users, extra response headers) and the basic-auth check every request goes through.
+"""The exporter-toolkit web config file: TLS, client certificates, basic auth users and extra
+response headers, read into a WebConfig (the per-request password check is basic_auth.py).
 
 The file format is the one node_exporter and friends read, so operators can reuse theirs. It is
 read once at start; any fault is a ConfigError naming the file and the problem in one line.
