@@ -116,5 +116,11 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert len(broken_links(page)) == 3
     assert module_exists("state/tracker.py") and module_exists("exposition/catalogue.py")
     assert module_exists("src/celery_exporter/web/server.py") and module_exists("setup.py")
-    for old in ("metrics.py", "state/series.py", "held.py", "webconfig.py", "tools/check_broker.py"):
+    for old in (
+        "metrics.py",
+        "state/series.py",
+        "held.py",
+        "webconfig.py",
+        "tools/check_broker.py",
+    ):
         assert not module_exists(old), old
