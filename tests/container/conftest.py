@@ -3,7 +3,7 @@ locked-down containers of it. Without podman, runc, debootstrap or root the whol
 skipped with one reason, and the rest of the suite runs.
 
 What the tier measures (image size, build time, start-up time) is printed in the terminal
-summary so the numbers in the README can be checked against a run.
+summary so the numbers in docs/container.md can be checked against a run.
 """
 
 from __future__ import annotations

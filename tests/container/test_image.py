@@ -154,7 +154,7 @@ def test_locked_down_container_counts_a_real_workers_tasks(
     labels = {"name": "workload.add", "hostname": HOST, "queue_name": queue}
     container.wait_value("celery_task_succeeded_total", labels, lambda v: v == 5, timeout=30)
     # Summed over queue_name: the first task's received event may beat the producer's first
-    # task-sent and then carries the default queue (README, "Where queue_name comes from").
+    # task-sent and then carries the default queue (docs/metrics.md, "Where queue_name comes from").
     received = [
         value
         for (name, label_set), value in container.scrape().items()

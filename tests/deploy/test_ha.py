@@ -168,7 +168,8 @@ def setup(redis_url: str, worker_factory: WorkerFactory, tmp_path: Path) -> Iter
             servers.append(Prometheus(config, config.parent))
         # One queue per worker. Celery publishes a task before its task-sent event, so a
         # worker's task-received can come first; a restarted replica then labels it from the
-        # worker's queues, which are ambiguous for a worker on two queues (README, queue_name)
+        # worker's queues, which are ambiguous for a worker on two queues (docs/metrics.md,
+        # queue_name)
         # while its partner still knows the task name's queue: the pair would differ by that
         # race, not by the deduplication this test is about.
         first = worker_factory(redis_url, queues=["routed"], concurrency=2, wait=False)

@@ -4,7 +4,8 @@ Every kustomization renders with the real `kubectl kustomize`; every component i
 of them; the generated files (base/prometheusrule.yaml, rendered.yaml) are what
 deploy/kubernetes/generate.py writes now, and the PrometheusRule's groups are exactly
 deploy/alert_rules.yml. Then what the manifests promise an operator (Secret, security context,
-pinned image, scrape wiring, HA pair, KEDA query) and the README's commands and overlay.
+pinned image, scrape wiring, HA pair, KEDA query) and the commands and overlay of
+deploy/kubernetes/README.md (and the README's install lines).
 Schema validation: test_kubernetes_schema.py; the exporter run as the pod: test_kubernetes_pod.py.
 """
 
@@ -276,27 +277,30 @@ def test_keda_query_is_deduplicated_valid_promql_on_a_reported_queue(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# --- the README's Kubernetes section ------------------------------------------------------------
+# --- deploy/kubernetes/README.md, and the README's three lines ------------------------------------
+
+SECRET_COMMAND = re.compile(r"create secret generic (\S+) \\\n\s*--from-file=([\w.-]+)=/dev/stdin")
 
 
-def readme_section() -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index("\n## Kubernetes\n")
-    return text[start : text.index("\n## ", start + 1)]
+def kubernetes_readme() -> str:
+    return (K8S / "README.md").read_text()
 
 
 def test_readme_broker_secret_command_makes_the_secret_the_deployment_reads() -> None:
-    match = re.search(
-        r"create secret generic (\S+) \\\n\s*--from-file=([\w.-]+)=/dev/stdin", readme_section()
-    )
-    assert match, "the README's broker Secret command is gone"
-    assert (match.group(1), match.group(2)) == BROKER_SECRET
+    for where, text in (
+        ("deploy/kubernetes/README.md", kubernetes_readme()),
+        ("README.md", (REPO / "README.md").read_text()),
+    ):
+        match = SECRET_COMMAND.search(text)
+        assert match, f"the broker Secret command of {where} is gone"
+        assert (match.group(1), match.group(2)) == BROKER_SECRET, where
 
 
 def test_readme_overlay_renders_and_does_what_it_says(tmp_path: Path) -> None:
-    """The overlay the README shows, pointed at this checkout, renders and takes effect."""
-    match = re.search(r"```yaml\n(# kustomization.yaml\n.*?)```", readme_section(), re.DOTALL)
-    assert match, "the README's example overlay is gone"
+    """The overlay deploy/kubernetes/README.md shows, pointed at this checkout, renders and takes
+    effect."""
+    match = re.search(r"```yaml\n(# kustomization.yaml\n.*?)```", kubernetes_readme(), re.DOTALL)
+    assert match, "the example overlay of deploy/kubernetes/README.md is gone"
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     checkout = os.path.relpath(REPO, overlay)

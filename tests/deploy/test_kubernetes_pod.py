@@ -192,11 +192,11 @@ def web_pki() -> dict[str, bytes]:
 
 
 def web_secrets(broker_url: str, password: str) -> Secrets:
-    """The Secrets the web-config component names, as the README tells users to make them."""
+    """The Secrets the web-config component names, made as deploy/kubernetes/README.md says."""
     import bcrypt
 
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-    # Paths relative to the web config's own directory, as the README shows.
+    # Paths relative to the web config's own directory, as deploy/kubernetes/README.md shows.
     web_config = {
         "tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
         "basic_auth_users": {"prometheus": hashed},

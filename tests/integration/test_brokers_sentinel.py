@@ -54,7 +54,7 @@ def monotonic_samples(samples: Samples) -> Samples:
 def decreased(before: Samples, after: Samples) -> list[str]:
     """Counter samples lower after, or missing after. Strict for every worker too: one whose
     consumer restarts with the broker says goodbye (worker-offline) and hello again, and a
-    departed worker keeps its counters (README, Worker liveness), so none may even blink."""
+    departed worker keeps its counters (docs/metrics.md, Worker liveness): none may even blink."""
     return [
         f"{name}{dict(labels_)}: {value} -> {after.get((name, labels_))}"
         for (name, labels_), value in before.items()

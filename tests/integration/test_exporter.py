@@ -39,8 +39,8 @@ def test_task_outcomes_are_counted_exactly(
     app = producer(broker_url)
     # Celery publishes a task before it sends the task-sent event, so on a loaded
     # machine a worker's task-received can reach the exporter first; the first task of a name
-    # is then labelled from what was known (README, queue_name). Warm up every name once, then
-    # measure the steady state as differences from a scrape taken after the warm-up.
+    # is then labelled from what was known (docs/metrics.md, queue_name). Warm up every name
+    # once, then measure the steady state as differences from a scrape taken after the warm-up.
     warm_up = [("workload.add", main_queue), ("workload.fail", main_queue)]
     warm_up += [("workload.retry_once", main_queue), ("workload.routed", routed_queue)]
     for name, queue in warm_up:

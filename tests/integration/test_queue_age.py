@@ -49,7 +49,7 @@ def wait_age(
 def wait_events(exporter: ExporterProcess, kind: str, task: str, count: int = 1) -> None:
     """Until `count` task-`kind` events of `task` were counted, whatever their queue_name: a
     producer's first task-sent can arrive after the worker's events, which then carry the
-    queue the exporter could resolve without it (see README)."""
+    queue the exporter could resolve without it (docs/metrics.md)."""
 
     def counted() -> bool:
         samples = exporter.scrape()

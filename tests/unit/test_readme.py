@@ -13,10 +13,13 @@ from celery_exporter.exposition.catalogue import CATALOGUE
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
-def table_rows(section: str) -> list[list[str]]:
-    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+def section(title: str) -> str:
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(title: str) -> list[list[str]]:
     rows = []
-    for line in body.splitlines():
+    for line in section(title).splitlines():
         if line.startswith("| `"):
             rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
     return rows
@@ -48,7 +51,12 @@ def test_flag_table_lists_every_option_with_its_environment_variable() -> None:
 
 
 def test_readme_gives_the_two_setup_commands_and_ci_runs_the_test_one() -> None:
-    setup = README.split("\n## Set up\n", 1)[1].split("\n## ", 1)[0]
-    assert "scripts/demo.sh" in setup and "scripts/test.sh" in setup
+    """The run-for-real command comes first, for users; the test command is for contributors,
+    in Development, so the first section lists no test packages before anything is installed."""
+    run, development = section("Install and run"), section("Development")
+    assert "scripts/demo.sh" in run and "scripts/test.sh" not in run
+    assert "rabbitmq-server" not in run and "chromium" not in run
+    assert "```sh\nscripts/test.sh\n```" in development
+    assert README.index("\n## Install and run\n") < README.index("\n## Development\n")
     ci = (Path(__file__).parents[2] / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
