@@ -4,8 +4,8 @@ A task event names its node, task and queue as raw strings. Each must be checked
 the node name cut to its host (host_of) and admitted by its cardinality cap (task_rows.LabelCap).
 The answer for a raw value is remembered, so that the next event with the same value costs one
 dict lookup. Only admitted values are remembered: an overflowed one asks its cap every time, so
-that every such event is still counted in exporter_cardinality_overflow_total. Memory: at most REMEMBERED
-raw values per field, forgotten all at once past that (autoscaled node names churn).
+that every such event is still counted in exporter_cardinality_overflow_total. Memory: at
+most REMEMBERED raw values per field, forgotten all at once past that (autoscaled node names churn).
 """
 
 from __future__ import annotations
