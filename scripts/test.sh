@@ -86,7 +86,7 @@ else
   add_tier reliability "pytest ${slow[*]}"
   add_tier brokers "pytest ${brokers[*]}"
   add_tier deploy "pytest tests/deploy"
-  add_tier rest "pytest tests --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
+  add_tier rest "pytest tests bench/tests --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
   # The container tier's first build (debootstrap, pip) is minutes of CPU; later runs reuse it.
   # Measured (s): integration 140, rest 100 | reliability 100, brokers 240 | container 50
   # (135 from nothing), deploy 130.
