@@ -8,6 +8,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.events.state import State
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bench.loadgen import split_jobs
 from bench.stream import (
     BATCH_LIMIT,
@@ -18,10 +23,6 @@ from bench.stream import (
     queue_of,
     take,
 )
-from celery import Celery
-from celery.events.state import State
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 ENVELOPE = {"type", "hostname", "timestamp", "utcoffset", "pid", "clock"}
 FIELDS = {

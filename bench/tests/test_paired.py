@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from bench.consumers import CLOCK_TICKS
 from bench.paired import (
     Report,
