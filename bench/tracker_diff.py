@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib
 import random
 from pathlib import Path
 from typing import Any
 
 from bench.stream import EventStream, StreamSpec, take
-from bench.tracker_ingest import load_baseline
+from bench.tracker_ingest import exporter_module, load_baseline
 
 MESSAGES = 40_000
 JUNK: list[Any] = [
@@ -96,11 +95,8 @@ def disorder(messages: list[Any], rate: float, rng: random.Random) -> None:
 
 
 def tracker(module: Any, clock: Any, config: dict[str, Any]) -> Any:
-    package = module.__name__.rpartition(".")[0]
-    settings = importlib.import_module(package + ".config").Config(
-        broker_url="redis://localhost", **config
-    )
-    arrivals = importlib.import_module(package + ".arrivals").WorkerArrivals(clock)
+    settings = exporter_module(module, "config").Config(broker_url="redis://localhost", **config)
+    arrivals = exporter_module(module, "poll.arrivals", "arrivals").WorkerArrivals(clock)
     return module.Tracker(settings, clock=clock, arrivals=arrivals)
 
 

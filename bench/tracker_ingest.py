@@ -41,17 +41,29 @@ CHUNK = 5_000  # events per alternation
 WARM_CHUNK = 500  # events per alternation with --warm: decoded, they fit a core's L2 cache
 
 
+def exporter_module(tracker: ModuleType, name: str, old_name: str | None = None) -> ModuleType:
+    """A module of the package `tracker` belongs to (current or baseline): `name` in today's
+    layout, else `old_name` in a baseline from before the subpackages."""
+    root = tracker.__name__.split(".")[0]
+    try:
+        return importlib.import_module(f"{root}.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"{root}.{old_name or name}")
+
+
 def load_baseline(src: Path) -> ModuleType:
     """The baseline's tracker module, as package `celery_exporter_baseline` (it imports only
     relatively, so a renamed copy is a second, independent package)."""
     root = Path(tempfile.mkdtemp(prefix="tracker-baseline-"))
     shutil.copytree(src / "celery_exporter", root / "celery_exporter_baseline")
     sys.path.insert(0, str(root))
-    return importlib.import_module("celery_exporter_baseline.tracker")
+    # The tracker moved into the state subpackage; an older baseline has it at the top.
+    layout = "state.tracker" if (src / "celery_exporter" / "state").is_dir() else "tracker"
+    return importlib.import_module(f"celery_exporter_baseline.{layout}")
 
 
 def build(module: ModuleType) -> Any:
-    config_module = importlib.import_module(module.__name__.rpartition(".")[0] + ".config")
+    config_module = exporter_module(module, "config")
     config = config_module.Config(broker_url="redis://localhost")
     kwargs: dict[str, Any] = {}
     try:
@@ -59,7 +71,7 @@ def build(module: ModuleType) -> Any:
     except ValueError:  # a mypyc-compiled Tracker (setup.py) has no signature; it takes them
         takes_arrivals = True
     if takes_arrivals:
-        arrivals = importlib.import_module(module.__name__.rpartition(".")[0] + ".arrivals")
+        arrivals = exporter_module(module, "poll.arrivals", "arrivals")
         kwargs["arrivals"] = arrivals.WorkerArrivals(time.time)  # as app.py wires it
     return module.Tracker(config, clock=time.time, **kwargs)
 

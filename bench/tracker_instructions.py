@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import pickle
 import re
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from bench.tracker_ingest import WARMUP, chunks, load_baseline
+from bench.tracker_ingest import WARMUP, chunks, exporter_module, load_baseline
 
 STEADY = 40_000
 PHASES = ("none", "warmup", "all")
@@ -50,9 +49,8 @@ def feed(stream: Path, baseline_src: str, phase: str) -> None:
         clock_now[0] += 0.0003
         return clock_now[0]
 
-    package = module.__name__.rpartition(".")[0]
-    config = importlib.import_module(package + ".config").Config(broker_url="redis://localhost")
-    arrivals = importlib.import_module(package + ".arrivals").WorkerArrivals(clock)
+    config = exporter_module(module, "config").Config(broker_url="redis://localhost")
+    arrivals = exporter_module(module, "poll.arrivals", "arrivals").WorkerArrivals(clock)
     tracker = module.Tracker(config, clock=clock, arrivals=arrivals)
     for part, fed in ((warm, phase != "none"), (steady, phase == "all")):
         for data in part:
