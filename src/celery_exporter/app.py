@@ -85,6 +85,19 @@ def build_celery_app(config: Config) -> Celery:
     return app
 
 
+def build_collectors(
+    config: Config, tracker: Tracker, health: ExporterHealth, poller: QueuePoller
+) -> list[FamilyCollector]:
+    """The exporter's own collectors, in the order /metrics renders them. Shared with the
+    golden exposition test (tests/unit/exposition), which must scrape what a real one does."""
+    factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
+    return [
+        TrackerCollector(tracker, factory, config.runtime_buckets, config.queue_wait_buckets),
+        ExporterCollector(health, factory),
+        PollCollector(poller, factory),
+    ]
+
+
 class Exporter:
     """The running exporter; `run()` blocks until stop() or a signal."""
 
@@ -108,14 +121,7 @@ class Exporter:
             arrivals=arrivals if self.poller.arrival_asker is not None else None,
             broker_evidence=self.poller.queue_evidence,
         )
-        factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
-        self.collectors: list[FamilyCollector] = [
-            TrackerCollector(
-                self.tracker, factory, config.runtime_buckets, config.queue_wait_buckets
-            ),
-            ExporterCollector(self.health, factory),
-            PollCollector(self.poller, factory),
-        ]
+        self.collectors = build_collectors(config, self.tracker, self.health, self.poller)
         if web_config is None:
             web_config = load_web_config(config.web_config_file)
         app = MetricsApp(

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 
 app = Celery("workload", broker=os.environ.get("CE_TEST_BROKER_URL", "memory://"))
 app.conf.update(
@@ -45,6 +46,13 @@ def retry_once(self: Any) -> str:
     if self.request.retries < 1:
         raise self.retry(countdown=1)
     return "done"
+
+
+# acks_late: a task rejects its message only while it is still unacknowledged, and only then
+# does the worker send task-rejected.
+@app.task(name="workload.reject", acks_late=True)  # type: ignore[untyped-decorator]
+def reject() -> None:
+    raise Reject("rejected by the workload", requeue=False)
 
 
 @app.task(name="workload.sleep")  # type: ignore[untyped-decorator]
