@@ -25,6 +25,7 @@ from .event_fields import (
     duration,
     eta_timestamp,
     exception_class,
+    revoke_reason,
     timestamp_of,
     worker_time,
 )
@@ -83,6 +84,7 @@ class TaskEvents:
         self._waiting = queue_age.waiting  # queue_age.ended() is a pop from it
         self.sent: dict[Labels, int] = {}  # labels with the producer's host
         self.failed: dict[Labels, int] = {}  # (name, hostname, exception, queue)
+        self.revoked_by_reason: dict[Labels, int] = {}  # (name, hostname, queue, reason)
         self.runtime = HistogramTable(config.runtime_buckets)
         self._runtime_bounds = config.runtime_buckets
         self.queue_wait = HistogramTable(config.queue_wait_buckets)
@@ -113,15 +115,19 @@ class TaskEvents:
 
         self.task_rows.drop(keep)
         self.failed = {labels: n for labels, n in self.failed.items() if keep(labels)}
+        self.revoked_by_reason = {
+            labels: n for labels, n in self.revoked_by_reason.items() if keep(labels)
+        }
         for table in (self.runtime, self.queue_wait, self.failed_runtime):
             table.drop(keep)
 
     def counts(self) -> dict[str, dict[Labels, int]]:
-        """kind -> labels -> count: a copy, in TASK_KINDS order."""
+        """kind -> labels -> count: a copy, in TASK_KINDS order, then revoked_by_reason."""
         return {
             **self.task_rows.counts(),
             "sent": self.sent.copy(),
             "failed": self.failed.copy(),
+            "revoked_by_reason": self.revoked_by_reason.copy(),
         }
 
     # ---- the handlers (hot path) ---------------------------------------------------------
@@ -241,6 +247,7 @@ class TaskEvents:
         uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[STARTED] += 1
         record.started_at = started_at
+        record.running_on, record.running_since = nodename, now  # state/running_tasks.py
         held_in = self._holder_of.pop(uuid, None)  # held_tasks.done(), inlined
         if held_in is not None:
             del held_in[uuid]
@@ -314,11 +321,15 @@ class TaskEvents:
         self._finished(uuid, record, now)
 
     def task_retried(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, now)[2].counts[RETRIED] += 1
+        _, record, task_row, _ = self._worker_task(event, now)
+        task_row.counts[RETRIED] += 1
+        record.running_on = None  # this run ended; a retry's run starts again
 
     def task_rejected(self, event: dict[str, Any], now: float) -> None:
-        uuid, _, task_row, _ = self._worker_task(event, now)
+        uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[REJECTED] += 1
+        if record.running_on == nodename:  # another worker's copy does not end this run
+            record.running_on = None
         self.held_tasks.done(uuid)
         if event.get("requeue") is True:
             self.queue_age.requeued(uuid, now)
@@ -326,7 +337,12 @@ class TaskEvents:
             self.queue_age.ended(uuid)
 
     def task_revoked(self, event: dict[str, Any], now: float) -> None:
-        uuid, _, task_row, _ = self._worker_task(event, now)
+        uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[REVOKED] += 1
+        name, host, queue = task_row.labels
+        reason = (name, host, queue, revoke_reason(event))
+        self.revoked_by_reason[reason] = self.revoked_by_reason.get(reason, 0) + 1
+        if record.running_on == nodename:  # terminated; another worker's copy ends nothing
+            record.running_on = None
         self.held_tasks.done(uuid)
         self.queue_age.ended(uuid)
