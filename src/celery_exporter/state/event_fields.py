@@ -136,9 +136,10 @@ def loadavg_of(event: dict[str, Any]) -> tuple[float, float, float] | None:
 REVOKE_REASONS = ("expired", "terminated", "other")
 
 
-def revoke_reason(event: dict[str, Any]) -> str:
+def revoke_reason(event: dict[str, Any]) -> int:
+    """The index in REVOKE_REASONS of a task-revoked's reason."""
     if event.get("expired") is True:
-        return "expired"
+        return 0
     if event.get("terminated") is True:
-        return "terminated"
-    return "other"
+        return 1
+    return 2

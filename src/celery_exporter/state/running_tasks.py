@@ -36,6 +36,7 @@ reads 0 while none of its tasks runs, every queue of those likewise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -78,20 +79,23 @@ def oldest_running(
                 by_worker[worker] = [record]
             else:
                 runs.append(record)
-    tasks = dict.fromkeys(known, 0.0)
-    queues = dict.fromkeys((queue for _, queue in tasks), 0.0)
     alive = {view.worker: view for view in views}
+    started: dict[tuple[str, str], float] = {}  # (name, queue) -> the earliest running_since
     for worker, runs in by_worker.items():
         for record in _counted(runs, alive.get(worker), workers.get(worker)):
             queue = record.queue
             if queue is None:  # resolved by its first worker-side event: never here
                 continue
-            age = max(now - record.running_since, 0.0)  # once per running task: not hot
             pair = (record.name, queue)
-            if age > tasks.get(pair, -1.0):
-                tasks[pair] = age
-            if age > queues.get(queue, -1.0):
-                queues[queue] = age
+            since = record.running_since
+            if since < started.get(pair, math.inf):
+                started[pair] = since
+    tasks = dict.fromkeys(known, 0.0)
+    queues = dict.fromkeys((queue for _, queue in tasks), 0.0)
+    for pair, since in started.items():
+        age = tasks[pair] = max(now - since, 0.0)
+        if age > queues.get(pair[1], -1.0):
+            queues[pair[1]] = age
     return RunningAges(tasks, queues)
 
 

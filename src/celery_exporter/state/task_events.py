@@ -20,6 +20,7 @@ from ..config import Config
 from .broker_evidence import timestamp_or_none
 from .event_fields import (
     MAX_DURATION,
+    REVOKE_REASONS,
     UNKNOWN,
     BadEvent,
     duration,
@@ -84,7 +85,6 @@ class TaskEvents:
         self._waiting = queue_age.waiting  # queue_age.ended() is a pop from it
         self.sent: dict[Labels, int] = {}  # labels with the producer's host
         self.failed: dict[Labels, int] = {}  # (name, hostname, exception, queue)
-        self.revoked_by_reason: dict[Labels, int] = {}  # (name, hostname, queue, reason)
         self.runtime = HistogramTable(config.runtime_buckets)
         self._runtime_bounds = config.runtime_buckets
         self.queue_wait = HistogramTable(config.queue_wait_buckets)
@@ -115,9 +115,6 @@ class TaskEvents:
 
         self.task_rows.drop(keep)
         self.failed = {labels: n for labels, n in self.failed.items() if keep(labels)}
-        self.revoked_by_reason = {
-            labels: n for labels, n in self.revoked_by_reason.items() if keep(labels)
-        }
         for table in (self.runtime, self.queue_wait, self.failed_runtime):
             table.drop(keep)
 
@@ -127,7 +124,17 @@ class TaskEvents:
             **self.task_rows.counts(),
             "sent": self.sent.copy(),
             "failed": self.failed.copy(),
-            "revoked_by_reason": self.revoked_by_reason.copy(),
+            "revoked_by_reason": self._revoked_by_reason(),
+        }
+
+    def _revoked_by_reason(self) -> dict[Labels, int]:
+        """(name, hostname, queue, reason) -> count: every reason of a row once it has any
+        revoke, so that the first of another reason is an increase from 0."""
+        return {
+            (*labels, reason): by_reason[index]
+            for labels, task_row in self.task_rows.rows.items()
+            if (by_reason := task_row.revoked_by) is not None
+            for index, reason in enumerate(REVOKE_REASONS)
         }
 
     # ---- the handlers (hot path) ---------------------------------------------------------
@@ -339,9 +346,10 @@ class TaskEvents:
     def task_revoked(self, event: dict[str, Any], now: float) -> None:
         uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[REVOKED] += 1
-        name, host, queue = task_row.labels
-        reason = (name, host, queue, revoke_reason(event))
-        self.revoked_by_reason[reason] = self.revoked_by_reason.get(reason, 0) + 1
+        by_reason = task_row.revoked_by
+        if by_reason is None:
+            by_reason = task_row.revoked_by = [0] * len(REVOKE_REASONS)
+        by_reason[revoke_reason(event)] += 1
         if record.running_on == nodename:  # terminated; another worker's copy ends nothing
             record.running_on = None
         self.held_tasks.done(uuid)
