@@ -151,6 +151,7 @@ def test_every_query_has_data_and_alerts_fire_when_they_should(stack: Stack) -> 
         ("CeleryTaskFailureRatioHigh", "warning", "workload.fail"),
         ("CeleryQueueGrowingNoConsumers", "critical", BACKLOG_QUEUE),
         ("CeleryQueueBacklogHigh", "warning", BACKLOG_QUEUE),
+        ("CeleryTaskExpired", "warning", "celery"),
     }
     seen: set[tuple[str, str, str]] = set()
 

@@ -5,8 +5,9 @@ Run as `python -m tests.support.e2e_workload SECONDS` with CE_TEST_BROKER_URL se
 process so that tests.support.workload_app reads the broker URL at import. Deterministic, so the
 test can say which alerts must fire: every tick publishes successes and a failure; retries, a
 routed task and
-a slow task come every few ticks; and the backlog queue, which no worker consumes, grows by three
-messages per tick (past the 100-message warning threshold within ~9 s, never near 1000).
+a slow task come every few ticks; one task is sent already expired; and the backlog queue,
+which no worker consumes, grows by three messages per tick (past the 100-message warning
+threshold within ~9 s, never near 1000).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 from tests.support.servers import REPO_ROOT
 
 BACKLOG_QUEUE = "backlog"
 TICK = 0.25
 SLOW_SECONDS = 1.2
+# An `expires` already past: the worker that receives the task drops it (CeleryTaskExpired).
+EXPIRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def main(seconds: float) -> None:
@@ -37,6 +41,8 @@ def main(seconds: float) -> None:
             routed.delay()
         if tick % 8 == 0:
             sleep.delay(SLOW_SECONDS)
+        if tick == 0:  # expired before any worker can take it: revoked as expired
+            add.apply_async((0, 0), expires=EXPIRED_AT)
         for _ in range(3):
             add.apply_async((0, 0), queue=BACKLOG_QUEUE)
         # Keep to the schedule even when publishing is slow on a busy machine.

@@ -259,6 +259,9 @@ def operands(expr: str) -> list[str]:
 
 
 PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+# prometheus_client's process collector, which the exporter registers (app.py): the series
+# the shipped rules read of it (celery:task_expired:increase10m: how long a replica has run).
+PROCESS_OWN = {"process_start_time_seconds"}
 
 
 def exposed_names() -> set[str]:
@@ -269,4 +272,4 @@ def exposed_names() -> set[str]:
             names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
         else:
             names.add(name)
-    return names
+    return names | PROCESS_OWN

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -59,6 +60,13 @@ def reject() -> None:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+# A task that hangs: it blocks on an event nobody sets, as on a call without a timeout, for at
+# most `seconds` (so a test's worker still stops).
+@app.task(name="workload.hang")  # type: ignore[untyped-decorator]
+def hang(seconds: float) -> None:
+    threading.Event().wait(seconds)
 
 
 @app.task(name="workload.routed")  # type: ignore[untyped-decorator]

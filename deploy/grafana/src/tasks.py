@@ -1,11 +1,12 @@
-"""Celery / Tasks: throughput, failures, retries, runtime and queue wait per task name."""
+"""Celery / Tasks: throughput, failures, retries, runtime, queue wait, running and expired tasks
+per task name."""
 
 from __future__ import annotations
 
 from board import celery_dashboard
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from panels import row, stat, target, timeseries
-from queries import QUEUE, TASK, aggregate, quantile, rate, select
+from queries import QUEUE, TASK, aggregate, gauge, quantile, rate, select
 
 UID = "celery-tasks"
 
@@ -20,7 +21,8 @@ def dashboard() -> Dashboard:
         celery_dashboard(
             UID,
             "Tasks",
-            "Throughput, failures, retries, runtime and queue wait per task name.",
+            "Throughput, failures, retries, runtime, queue wait, running and expired tasks per"
+            " task name.",
             hidden=("worker",),
         )
         .with_row(row("Selected tasks"))
@@ -164,6 +166,47 @@ def dashboard() -> Dashboard:
                     "{{name}}",
                 ),
                 unit="s",
+            )
+        )
+        .with_row(row("Hung and dropped"))
+        .with_panel(
+            timeseries(
+                "Oldest running task by task",
+                "Seconds the oldest started, unfinished task of each name and queue has run (0:"
+                " none runs), against its CeleryTaskHung threshold (per task or queue where set)."
+                " A line that climbs without falling back is a task that hangs. The threshold"
+                " needs the recording rules in deploy/alert_rules.yml.",
+                target(
+                    aggregate(
+                        "max",
+                        gauge("celery_task_oldest_running_age_seconds", QUEUE, TASK),
+                        ("name", "queue_name"),
+                    ),
+                    "{{name}} ({{queue_name}})",
+                ),
+                target(
+                    aggregate(
+                        "max",
+                        select("celery:task_oldest_running_age:threshold", QUEUE, TASK),
+                        ("name", "queue_name"),
+                    ),
+                    "{{name}} ({{queue_name}}) threshold",
+                ),
+                unit="s",
+                min_value=0,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Revoked /s by task and reason",
+                "Revoked tasks per second by reason: expired (its expires passed before a worker"
+                " took it: the work was dropped), terminated (killed while running) or other.",
+                target(
+                    _by(("name", "reason"), "celery_task_revoked_by_reason_total"),
+                    "{{name}} {{reason}}",
+                ),
+                unit="reqps",
+                min_value=0,
             )
         )
     )

@@ -97,6 +97,22 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _task_counter("revoked"),
     _task_counter("retried"),
     MetricSpec(
+        "task_revoked_by_reason",
+        "counter",
+        "Tasks with a task-revoked event, by reason: expired (its `expires` passed before it "
+        "ran: work dropped), terminated (killed while running) or other. Source: Celery event "
+        "stream (task-revoked `expired`, `terminated`).",
+        (*TASK_LABELS, "reason"),
+    ),
+    MetricSpec(
+        "task_oldest_running_age_seconds",
+        "gauge",
+        "Seconds the oldest running task of this name and queue has run (task-started, no "
+        "terminal event yet, on a live worker; exporter clock). 0: none running. Source: "
+        "Celery event stream and heartbeats.",
+        ("name", "queue_name"),
+    ),
+    MetricSpec(
         "task_runtime",
         "histogram",
         "Seconds a succeeded task ran in the pool (task-succeeded runtime).",
@@ -217,6 +233,14 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "gauge",
         "Seconds the oldest unstarted task has waited since task-sent or ETA. Source: "
         "task-sent events; Redis also list heads (lower bound).",
+        QUEUE_LABELS,
+    ),
+    MetricSpec(
+        "queue_oldest_running_task_age_seconds",
+        "gauge",
+        "Seconds the oldest running task of the queue has run (task-started, no terminal "
+        "event yet, on a live worker; exporter clock). 0: none running. Source: Celery event "
+        "stream and heartbeats.",
         QUEUE_LABELS,
     ),
     MetricSpec(

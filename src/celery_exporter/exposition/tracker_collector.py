@@ -61,6 +61,7 @@ class TrackerCollector(FamilyCollector):
             for queue, age in snap.queue_ages.items():
                 family.add_metric(f.labels((queue,)), age)
             yield family
+        yield from self._running(snap)
         if f.enabled("exporter_tracked_tasks"):
             family = f.new("exporter_tracked_tasks")
             family.add_metric(f.labels(()), snap.tracked_tasks)
@@ -145,3 +146,17 @@ class TrackerCollector(FamilyCollector):
                 if name in families and value is not None:
                     families[name].add_metric(labels, value)
         yield from families.values()
+
+    def _running(self, snap: Snapshot) -> Iterator[Family]:
+        """The oldest running task's age per (name, queue) and per queue (running_tasks.py)."""
+        f = self._factory
+        if f.enabled("task_oldest_running_age_seconds"):
+            family = f.new("task_oldest_running_age_seconds")
+            for labels, age in snap.running.tasks.items():
+                family.add_metric(f.labels(labels), age)
+            yield family
+        if f.enabled("queue_oldest_running_task_age_seconds"):
+            family = f.new("queue_oldest_running_task_age_seconds")
+            for queue, age in snap.running.queues.items():
+                family.add_metric(f.labels((queue,)), age)
+            yield family

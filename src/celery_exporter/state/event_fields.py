@@ -128,3 +128,18 @@ def loadavg_of(event: dict[str, Any]) -> tuple[float, float, float] | None:
     except (TypeError, ValueError):
         raise BadEvent("bad_loadavg") from None
     return one, five, fifteen
+
+
+# Why a task-revoked was sent, from its `expired` and `terminated` flags (the worker's
+# _announce_revoked): a task that expired before it ran, one killed while running, or any
+# other revoke (by id, before it started).
+REVOKE_REASONS = ("expired", "terminated", "other")
+
+
+def revoke_reason(event: dict[str, Any]) -> int:
+    """The index in REVOKE_REASONS of a task-revoked's reason."""
+    if event.get("expired") is True:
+        return 0
+    if event.get("terminated") is True:
+        return 1
+    return 2

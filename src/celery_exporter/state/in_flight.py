@@ -28,6 +28,12 @@ class TaskRecord:
     sent_at: float | None = None  # producer's clock
     eta: float | None = None
     started_at: float | None = None  # worker's clock
+    # The run under way: the node name of the worker that started it, and when its
+    # task-started arrived (exporter clock). Set by task-started; a run that ends without the
+    # task leaving the table (retried, rejected, revoked) clears running_on. Read at scrape
+    # time only (state/running_tasks.py).
+    running_on: str | None = None
+    running_since: float = 0.0
     # Set when it started before its task-sent was seen: the labels its wait is observed
     # under if that task-sent arrives late.
     started_labels: Labels | None = None

@@ -20,11 +20,13 @@ from ..config import Config
 from .broker_evidence import timestamp_or_none
 from .event_fields import (
     MAX_DURATION,
+    REVOKE_REASONS,
     UNKNOWN,
     BadEvent,
     duration,
     eta_timestamp,
     exception_class,
+    revoke_reason,
     timestamp_of,
     worker_time,
 )
@@ -117,11 +119,22 @@ class TaskEvents:
             table.drop(keep)
 
     def counts(self) -> dict[str, dict[Labels, int]]:
-        """kind -> labels -> count: a copy, in TASK_KINDS order."""
+        """kind -> labels -> count: a copy, in TASK_KINDS order, then revoked_by_reason."""
         return {
             **self.task_rows.counts(),
             "sent": self.sent.copy(),
             "failed": self.failed.copy(),
+            "revoked_by_reason": self._revoked_by_reason(),
+        }
+
+    def _revoked_by_reason(self) -> dict[Labels, int]:
+        """(name, hostname, queue, reason) -> count: every reason of a row once it has any
+        revoke, so that the first of another reason is an increase from 0."""
+        return {
+            (*labels, reason): by_reason[index]
+            for labels, task_row in self.task_rows.rows.items()
+            if (by_reason := task_row.revoked_by) is not None
+            for index, reason in enumerate(REVOKE_REASONS)
         }
 
     # ---- the handlers (hot path) ---------------------------------------------------------
@@ -241,6 +254,7 @@ class TaskEvents:
         uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[STARTED] += 1
         record.started_at = started_at
+        record.running_on, record.running_since = nodename, now  # state/running_tasks.py
         held_in = self._holder_of.pop(uuid, None)  # held_tasks.done(), inlined
         if held_in is not None:
             del held_in[uuid]
@@ -314,11 +328,15 @@ class TaskEvents:
         self._finished(uuid, record, now)
 
     def task_retried(self, event: dict[str, Any], now: float) -> None:
-        self._worker_task(event, now)[2].counts[RETRIED] += 1
+        _, record, task_row, _ = self._worker_task(event, now)
+        task_row.counts[RETRIED] += 1
+        record.running_on = None  # this run ended; a retry's run starts again
 
     def task_rejected(self, event: dict[str, Any], now: float) -> None:
-        uuid, _, task_row, _ = self._worker_task(event, now)
+        uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[REJECTED] += 1
+        if record.running_on == nodename:  # another worker's copy does not end this run
+            record.running_on = None
         self.held_tasks.done(uuid)
         if event.get("requeue") is True:
             self.queue_age.requeued(uuid, now)
@@ -326,7 +344,13 @@ class TaskEvents:
             self.queue_age.ended(uuid)
 
     def task_revoked(self, event: dict[str, Any], now: float) -> None:
-        uuid, _, task_row, _ = self._worker_task(event, now)
+        uuid, record, task_row, nodename = self._worker_task(event, now)
         task_row.counts[REVOKED] += 1
+        by_reason = task_row.revoked_by
+        if by_reason is None:
+            by_reason = task_row.revoked_by = [0] * len(REVOKE_REASONS)
+        by_reason[revoke_reason(event)] += 1
+        if record.running_on == nodename:  # terminated; another worker's copy ends nothing
+            record.running_on = None
         self.held_tasks.done(uuid)
         self.queue_age.ended(uuid)

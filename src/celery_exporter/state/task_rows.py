@@ -63,6 +63,8 @@ class TaskRow:
     counts: list[int]
     runtime: list[float] | None = None
     wait: list[float] | None = None
+    # task-revoked counts by event_fields.REVOKE_REASONS index, from the row's first revoke.
+    revoked_by: list[int] | None = None
     live: bool = True  # False once forgotten: a record holding it must look its labels up again
 
 

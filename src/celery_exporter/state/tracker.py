@@ -27,6 +27,7 @@ from .event_fields import BadEvent, int_field, label_text, worker_time
 from .held_tasks import HeldTasks
 from .missed_events import MissedEvents
 from .queue_age import QueueAge
+from .running_tasks import RunningAges, oldest_running
 from .task_events import TASK_KINDS, TaskEvents
 from .task_rows import Labels
 from .workers import WorkerTable, WorkerView
@@ -50,6 +51,7 @@ class Snapshot:
     last_event: float | None
     tracked_tasks: int
     queue_ages: dict[str, float]
+    running: RunningAges = field(default_factory=RunningAges)  # oldest running task ages
     # worker -> (prefetched, scheduled) tasks it holds
     held_tasks: dict[str, tuple[int, int]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)  # worker -> task events missed
@@ -261,17 +263,23 @@ class Tracker:
         tasks = self.tasks
         with self._lock:
             overflow = {**tasks.labels.overflowed(), "worker": self.workers.overflowed}
+            views = self.workers.views(now)
+            # Zero for every (name, queue) of a worker-side series (state/running_tasks.py),
+            # in the series' order: a set's would change with the hash seed.
+            known = dict.fromkeys((name, queue) for name, _, queue in tasks.task_rows.rows)
+            running = oldest_running(tasks.tasks.values(), views, self.workers.records, known, now)
             return Snapshot(
                 task_counts=tasks.counts(),
                 runtime=tasks.runtime.copy(),
                 queue_wait=tasks.queue_wait.copy(),
                 failed_runtime=tasks.failed_runtime.copy(),
-                workers=self.workers.views(now),
+                workers=views,
                 events=dict(self._events),
                 errors=dict(self._errors),
                 overflow=overflow,
                 last_event=self._last_event,
                 tracked_tasks=len(tasks.tasks),
+                running=running,
                 held_tasks=self.held_tasks.counts(now),
                 missed=self.missed.totals(),
                 queue_ages=self.queue_age.ages(now, evidence),
