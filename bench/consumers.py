@@ -24,6 +24,7 @@ from tests.support.servers import REPO_ROOT, free_port, terminate_pid, wait_for
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EXPORTERS = ("exporter", "before")  # "before": the exporter from `--before-src`
 COUNT_PAGES = ("baseline", "floor", "floor-default")  # serve `<count> <time of last event>`
+KINDS = ("floor", "floor-default", "baseline", "before", "exporter", "flower")
 
 
 def sum_samples(exposition: str, name: str) -> float:

@@ -1,5 +1,5 @@
 """The paired drain benchmark's pure parts (bench.paired): the drain order of each round and
-the statistics of per-round ratios."""
+the statistics of per-round ratios; and its options as the runner parses them (bench.run)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from bench.paired import (
     cpu_ratio,
     machine_cpu,
     pairs,
-    parse_args,
     rate_ratio,
     render_table,
     rotation,
@@ -26,6 +25,7 @@ from bench.paired import (
     spread,
 )
 from bench.phases import DrainResult
+from bench.run import paired_settings, parse_args
 
 KINDS = ("floor", "baseline", "before", "exporter")
 
@@ -151,7 +151,7 @@ def test_bad_arguments_give_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        parse_args(argv)
+        parse_args(["paired", *argv])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err
@@ -162,10 +162,11 @@ def test_before_src_must_hold_the_package(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse_args(["--consumers", "floor,before", "--before-src", str(tmp_path)])
+        parse_args(["paired", "--consumers", "floor,before", "--before-src", str(tmp_path)])
     assert "no celery_exporter package" in capsys.readouterr().err
     (tmp_path / "celery_exporter").mkdir()
-    got = parse_args(["--consumers", "floor,before", "--before-src", str(tmp_path)])
+    argv = ["paired", "--consumers", "floor,before", "--before-src", str(tmp_path)]
+    got = paired_settings(parse_args(argv))
     assert got.consumers == ("floor", "before")
     assert (got.events, got.rounds) == (300_000, 5)
 
