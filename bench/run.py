@@ -37,6 +37,15 @@ from bench.consumers import KINDS
 from bench.report import save
 
 BROKERS = ("redis", "rabbitmq")
+# Per-mode defaults of shared options. Not set_defaults(): parents share their Action objects
+# with every mode, so one mode's set_defaults would change the others' defaults too.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "drain": {"brokers": BROKERS, "consumers": ("baseline", "exporter"), "processes": 2},
+    "paired": {"consumers": ("floor", "baseline", "exporter"), "processes": 2},
+    "scrape": {"brokers": ("redis",), "processes": 2},
+    "poll": {"brokers": BROKERS},
+    "soak": {"processes": 1},
+}
 
 
 def at_least_one(text: str) -> int:
@@ -67,15 +76,13 @@ def names(text: str) -> tuple[str, ...]:
 def shared_parsers() -> dict[str, argparse.ArgumentParser]:
     """Option groups more than one mode takes, each defined once."""
     publishing = argparse.ArgumentParser(add_help=False)
-    publishing.add_argument("--processes", type=at_least_one, default=2, help="publisher processes")
+    publishing.add_argument("--processes", type=at_least_one, help="publisher processes")
     bounded = argparse.ArgumentParser(add_help=False)
     bounded.add_argument(
         "--timeout", type=positive, default=600.0, help="bound on any one wait (s)"
     )
     brokers = argparse.ArgumentParser(add_help=False)
-    brokers.add_argument(
-        "--brokers", type=names, default=BROKERS, help="comma-separated: redis, rabbitmq"
-    )
+    brokers.add_argument("--brokers", type=names, help="comma-separated: redis, rabbitmq")
     contenders = argparse.ArgumentParser(add_help=False)
     contenders.add_argument(
         "--consumers", type=names, help=f"comma-separated, of: {', '.join(KINDS)}"
@@ -113,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[p["brokers"], p["contenders"], p["exposition"], p["publishing"], p["bounded"]],
         help="every phase, one consumer after another",
     )
-    d.set_defaults(consumers=("baseline", "exporter"))
     d.add_argument("--quick", action="store_true", help="small sizes: ~2-3 minutes")
     d.add_argument("--events", type=at_least_one, help="backlog size N for the Redis drain")
     d.add_argument("--rabbit-events", type=at_least_one, help="backlog for RabbitMQ (5 s TTL)")
@@ -132,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[p["contenders"], p["publishing"], p["bounded"]],
         help="Redis: every contender drains the same backlog per round, order rotated",
     )
-    r.set_defaults(consumers=("floor", "baseline", "exporter"))
     r.add_argument("--events", type=at_least_one, default=300_000, help="backlog size N")
     r.add_argument("--rounds", type=at_least_one, default=5)
 
@@ -141,7 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[p["brokers"], p["exposition"], p["publishing"]],
         help="the render time of a large exposition",
     )
-    s.set_defaults(brokers=("redis",))
     s.add_argument("--scrapes", type=at_least_one, default=10, help="full scrapes timed")
 
     q = modes.add_parser("poll", parents=[p["brokers"]], help="one queue-length poll")
@@ -149,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--polls", type=at_least_one, default=50)
 
     k = modes.add_parser("soak", parents=[p["publishing"]], help="minutes of load with churn")
-    k.set_defaults(processes=1)
     k.add_argument("--minutes", type=at_least_one, default=30)
     k.add_argument("--rate", type=positive, default=3000.0, help="events/s in total")
     k.add_argument("--workers", type=at_least_one, default=20, help="workers alive at any time")
@@ -193,6 +196,9 @@ def check(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a = build_parser().parse_args(argv)
+    for name, value in DEFAULTS[a.mode].items():
+        if getattr(a, name) is None:
+            setattr(a, name, value)
     check(a.mode_parser, a)
     return a
 
