@@ -41,7 +41,7 @@ BROKERS = ("redis", "rabbitmq")
 # with every mode, so one mode's set_defaults would change the others' defaults too.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "drain": {"brokers": BROKERS, "consumers": ("baseline", "exporter"), "processes": 2},
-    "paired": {"consumers": ("floor", "baseline", "exporter"), "processes": 2},
+    "paired": {"consumers": ("floor", "floor-socket", "baseline", "exporter"), "processes": 2},
     "scrape": {"brokers": ("redis",), "processes": 2},
     "poll": {"brokers": BROKERS},
     "soak": {"processes": 1},

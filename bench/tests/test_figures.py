@@ -65,7 +65,8 @@ def sources() -> dict[str, Figure]:
             "bench/README.md#fig-cpu-per-event",
         ),
         "SIGTERM time": Figure(
-            "SIGTERM time", frozenset(SECONDS.findall(sigterm[0])),
+            "SIGTERM time",
+            frozenset(SECONDS.findall(sigterm[0])),
             "docs/container.md",
             "container.md",
         ),
