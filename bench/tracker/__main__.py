@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.run import at_least_one
 from bench.tracker import diff, ingest, instructions
 
 
@@ -23,13 +24,6 @@ def source(text: str) -> Path:
     if not (path / "celery_exporter").is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no celery_exporter package in it")
     return path
-
-
-def at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
