@@ -23,7 +23,9 @@ from tests.support.servers import REPO_ROOT, free_port, terminate_pid, wait_for
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EXPORTERS = ("exporter", "before")  # "before": the exporter from `--before-src`
-COUNT_PAGES = ("baseline", "floor", "floor-default")  # serve `<count> <time of last event>`
+# These serve `<count> <time of last event>` instead of a metrics page.
+COUNT_PAGES = ("baseline", "floor", "floor-default", "floor-socket")
+KINDS = ("floor", "floor-default", "floor-socket", "baseline", "before", "exporter", "flower")
 
 
 def sum_samples(exposition: str, name: str) -> float:
@@ -80,6 +82,8 @@ class ConsumerProcess:
             argv += ["--port", str(self.port)]
             if kind == "floor-default":
                 argv.append("--default-push-handler")
+            elif kind == "floor-socket":
+                argv.append("--socket-reader")
         elif kind == "flower":
             argv = [sys.executable, "-m", "celery", "--broker", broker_url, "flower"]
             argv += ["--address=127.0.0.1", f"--port={self.port}", "--logging=warning"]

@@ -1,9 +1,10 @@
-"""Paired, interleaved drains on Redis: every contender drains the same backlog in each round.
+"""Paired mode of the bench runner (`python -m bench.run paired`): interleaved drains on Redis,
+every contender draining the same backlog in each round.
 
 `bench.run` measures consumers one after another, minutes apart; on a shared machine the
 drain rates wander by up to 1.5x between minutes, so a ratio of two medians measured apart
 cannot decide a target like "0.8x the floor". Here the noise falls on all contenders alike,
-as `bench.tracker_ingest` does in one process with alternating chunks:
+as `bench.tracker ingest` does in one process with alternating chunks:
 
 - every selected consumer runs at once (each its own fresh process, warmed up as bench.run
   does); on Redis every pub/sub subscriber gets its own copy of each message;
@@ -15,22 +16,20 @@ as `bench.tracker_ingest` does in one process with alternating chunks:
 - reported: per round each rate and CPU per event, and each ratio to the floor (and to the
   baseline); then the median and min-max of the per-round ratios.
 
-    python -m bench.paired --consumers floor,baseline,before,exporter \\
+    python -m bench.run paired --consumers floor,baseline,before,exporter \\
         --before-src /tmp/before/src --events 300000 --rounds 5
 
 Redis only: RabbitMQ drops event messages after 5 s (`event_queue_ttl`), so a backlog cannot
 wait while other consumers drain theirs. Redis must hold N events per subscriber (measured:
 ~530 bytes an event, ~150 MB per subscriber at N = 300,000); the run prints what it measured.
+Single-threaded; every wait is bounded by `--timeout`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,16 +37,36 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench import phases
 from bench.consumers import CLOCK_TICKS, ConsumerProcess, cpu_seconds_of
-from bench.run import RESULTS_DIR, broker_server, fmt_rate, fmt_us
+from bench.phases import broker_server
+from bench.report import fmt_rate, fmt_us, markdown_table
 from bench.stream import StreamSpec
 
-KINDS = ("floor", "floor-default", "baseline", "before", "exporter", "flower")
 REFERENCES = ("floor", "baseline")  # ratios are to these, when they run
+# Two floor contenders: `floor` (redis-py's read_response, one message per call) and
+# `floor-socket` (64 kB socket reads into hiredis' Reader). With both, each round's "floor" is
+# the faster of the two, and the read_response drain is kept as `floor-read`: the floor is the
+# least any reader needs, so a slower floor reader would flatter the exporter.
+SOCKET_FLOOR = "floor-socket"
+READ_FLOOR = "floor-read"
+
+
+def best_floor(drains: dict[str, phases.DrainResult]) -> None:
+    """With both floor contenders drained, make `floor` the faster, per round, in place."""
+    if "floor" not in drains or SOCKET_FLOOR not in drains:
+        return
+    drains[READ_FLOOR] = drains["floor"]
+    drains["floor"] = max(drains[READ_FLOOR], drains[SOCKET_FLOOR], key=lambda d: d.rate)
+
+
+def columns(kinds: Sequence[str]) -> list[str]:
+    """The table's consumer columns: with both floors, the best, then each contender."""
+    if "floor" not in kinds or SOCKET_FLOOR not in kinds:
+        return list(kinds)
+    out = [k for k in kinds if k != SOCKET_FLOOR]
+    at = out.index("floor") + 1
+    return [*out[:at], READ_FLOOR, SOCKET_FLOOR, *out[at:]]
 
 
 def rotation(kinds: Sequence[str], round_: int) -> list[str]:
@@ -62,7 +81,8 @@ def pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
     every non-reference consumer against the baseline."""
     out = [(k, "floor") for k in kinds if k != "floor"] if "floor" in kinds else []
     if "baseline" in kinds:
-        out += [(k, "baseline") for k in kinds if k not in REFERENCES]
+        floors = (READ_FLOOR, SOCKET_FLOOR)
+        out += [(k, "baseline") for k in kinds if k not in REFERENCES and k not in floors]
     return out
 
 
@@ -232,6 +252,7 @@ def one_round(
             done.drains[kind] = phases.time_drain(consumer, start, report, timeout, poll_interval)
             done.others[kind], done.steal[kind] = load.stop(consumer)
             consumer.pause()  # alone on the machine: the next one drains without it
+        best_floor(done.drains)
     finally:
         for consumer in consumers.values():
             if consumer.paused:
@@ -281,7 +302,7 @@ def run(s: Settings) -> Report:
                         consumers, order, broker, opts, s.events, s.timeout, s.drain_poll
                     )
                     report.rounds.append(done)
-                    print("   " + round_line(done, s.consumers), flush=True)
+                    print("   " + round_line(done, columns(s.consumers)), flush=True)
             except Exception as exc:  # print the rounds done so far, and why it stopped
                 report.error = f"{type(exc).__name__}: {exc}"
                 print(f"   FAILED: {report.error}", flush=True)
@@ -318,7 +339,7 @@ def others_cell(r: Round) -> str:
 
 def render_table(report: Report) -> str:
     s = report.settings
-    kinds = list(s.consumers)
+    kinds = columns(s.consumers)
     compared = pairs(kinds)
     # The backlog's build time says how loaded the machine was in that round.
     header = ["round", "order", "backlog", "others", *kinds, *(f"{a}/{b}" for a, b in compared)]
@@ -345,15 +366,11 @@ def render_table(report: Report) -> str:
             f"({by_cpu.low:.2f}-{fmt_ratio(by_cpu.high)})"
         )
     rows += [median_row, range_row]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     out = [
         f"## redis, paired drains: {s.events:,} events, {len(report.rounds)} rounds",
         "",
+        *markdown_table(rows),
     ]
-    for n, row in enumerate(rows):
-        out.append("| " + " | ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)) + " |")
-        if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     out += ["", *notes(report)]
     return "\n".join(out)
 
@@ -377,7 +394,13 @@ def notes(report: Report) -> list[str]:
             f"{min(buffers) / 2**20:,.0f}-{max(buffers) / 2**20:,.0f} MB per subscriber "
             "(`omem`; a few MB more wait in each socket's kernel buffers)"
         )
-    lost = [(n, k, d.lost) for n, r in enumerate(report.rounds, 1) for k, d in r.drains.items()]
+    # With both floors, `floor` is one of them again: count each drain once.
+    lost = [
+        (n, k, d.lost)
+        for n, r in enumerate(report.rounds, 1)
+        for k, d in r.drains.items()
+        if not (k == "floor" and READ_FLOOR in r.drains)
+    ]
     for n, kind, count in lost:
         if count:
             out.append(f"- round {n}: {kind} did not count {count:,} events in time")
@@ -386,57 +409,9 @@ def notes(report: Report) -> list[str]:
     return out
 
 
-def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(
-        description="Paired, interleaved Redis drains: the same backlog for every consumer."
-    )
-    parser.add_argument(
-        "--consumers",
-        default="floor,baseline,exporter",
-        help=f"comma-separated, at least two of: {', '.join(KINDS)}",
-    )
-    parser.add_argument("--events", type=int, default=300_000, help="backlog size N")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--drain-poll", type=float, default=5.0, help="seconds between scrapes while draining"
-    )
-    parser.add_argument("--processes", type=int, default=2, help="publisher processes")
-    parser.add_argument("--timeout", type=float, default=600.0, help="bound on any one wait")
-    parser.add_argument(
-        "--before-src",
-        type=Path,
-        help="src/ of an earlier checkout, run as consumer `before` (e.g. from git archive)",
-    )
-    a = parser.parse_args(argv)
-    kinds = tuple(c for c in a.consumers.split(",") if c)
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        parser.error(f"unknown consumer {unknown[0]!r}; choose from {', '.join(KINDS)}")
-    if len(set(kinds)) != len(kinds) or len(kinds) < 2:
-        parser.error("--consumers needs at least two different consumers")
-    if "before" in kinds:
-        if a.before_src is None:
-            parser.error("consumer `before` needs --before-src")
-        if not (a.before_src / "celery_exporter").is_dir():
-            parser.error(f"--before-src {a.before_src}: no celery_exporter package in it")
-    if a.events < 1 or a.rounds < 1 or a.processes < 1:
-        parser.error("--events, --rounds and --processes must be at least 1")
-    if a.drain_poll <= 0 or a.timeout <= 0:
-        parser.error("--drain-poll and --timeout must be positive")
-    return Settings(
-        consumers=kinds,
-        events=a.events,
-        rounds=a.rounds,
-        drain_poll=a.drain_poll,
-        processes=a.processes,
-        timeout=a.timeout,
-        before_src=a.before_src,
-    )
-
-
 def to_json(report: Report, text: str, seconds: float) -> dict[str, Any]:
     summary = {}
-    for a, b in pairs(report.settings.consumers):
+    for a, b in pairs(columns(report.settings.consumers)):
         rates, cpus = round_ratios(report.rounds, a, b)
         summary[f"{a}/{b}"] = {
             "rate_ratios": rates,
@@ -452,21 +427,3 @@ def to_json(report: Report, text: str, seconds: float) -> dict[str, Any]:
         "text": text,
         "seconds": seconds,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_args(argv)
-    started = time.monotonic()
-    report = run(settings)
-    text = render_table(report)
-    print(text, flush=True)
-    seconds = time.monotonic() - started
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"paired-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(to_json(report, text, seconds), indent=2, default=str))
-    print(f"\ntotal {seconds:.0f}s; raw numbers in {out}")
-    return 0 if report.error is None and report.rounds else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """The benchmark's measurements, each against one running consumer on one real broker.
 
-Every phase is bounded in time and returns plain numbers; `bench.run` orders the phases,
-starts and stops the servers and consumers, and prints the table. Event counts are exact
-(the generator publishes exactly N events), so "lost" is published minus counted.
+Every phase is bounded in time and returns plain numbers; each mode of `bench.run` orders the
+phases, starts and stops the servers (`broker_server`) and consumers, and prints its table.
+Event counts are exact (the generator publishes exactly N events), so "lost" is published
+minus counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tests.support.servers import RabbitMQServer, RedisServer
 
 from .consumers import ConsumerProcess, count_samples
 from .loadgen import PublishReport, publish_message, split_jobs
@@ -50,6 +54,26 @@ class Broker:
             client.config_set("client-output-buffer-limit", value)
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def broker_server(name: str, tmp: Path) -> Iterator[Broker]:
+    """A fresh Redis or RabbitMQ on a free loopback port (the test suite's starters, shared
+    helpers in tests/support), stopped by PID on the way out."""
+    if name == "redis":
+        redis = RedisServer.start(tmp / "redis")
+        try:
+            yield Broker("redis", redis.url, redis_port=redis.port)
+        finally:
+            redis.stop()
+    elif name == "rabbitmq":
+        rabbit = RabbitMQServer.start(tmp / "rabbitmq")
+        try:
+            yield Broker("rabbitmq", rabbit.url)
+        finally:
+            rabbit.stop()
+    else:
+        raise ValueError(f"unknown broker {name!r}")
 
 
 @dataclass

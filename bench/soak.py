@@ -1,33 +1,39 @@
-"""Soak test (not in CI): a steady event rate for many minutes while workers come and go.
+"""Soak mode of the bench runner (`python -m bench.run soak`, not in CI): a steady event rate
+for many minutes while workers come and go.
 
 Every minute a window of worker names slides on by `--churn`: new workers announce themselves
 (worker-online), departing ones either say goodbye (worker-offline, even minutes) or vanish
 silently as after a SIGKILL (odd minutes). The exporter's RSS and exposition size are sampled
 each minute; at the end every published event must have been counted (published == counted).
-Exits 1 if events were lost.
+Exits 1 if events were lost. Single-threaded: publishers and the exporter are subprocesses.
 
-    python -m bench.soak --minutes 30 --rate 3000            # own Redis
-    python -m bench.soak --broker rabbitmq --minutes 10
+    python -m bench.run soak --minutes 30 --rate 3000            # own Redis
+    python -m bench.run soak --broker rabbitmq --minutes 10
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import phases
 from bench.consumers import ConsumerProcess, count_samples
 from bench.loadgen import publish, split_jobs
-from bench.run import broker_server
+from bench.phases import broker_server
 from bench.stream import StreamSpec
+
+
+@dataclass
+class Settings:
+    minutes: int
+    rate: float  # events/s in total
+    workers: int  # workers alive at any time
+    churn: int  # workers replaced per minute
+    processes: int  # publisher processes
+    broker: str
+    exporter_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -66,14 +72,14 @@ def live_workers(exposition: str) -> int:
     )
 
 
-def soak(args: argparse.Namespace) -> int:
+def soak(args: Settings) -> int:
     base = StreamSpec()
     published: Counter[str] = Counter()
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="celery-exporter-soak-") as tmpdir:
         tmp = Path(tmpdir)
         with broker_server(args.broker, tmp) as broker:
-            exporter = ConsumerProcess("exporter", broker.url, tmp / "logs", args.exporter_arg)
+            exporter = ConsumerProcess("exporter", broker.url, tmp / "logs", args.exporter_args)
             exporter.start()
             try:
                 phases.warm_up(exporter, broker, phases.Options())
@@ -115,24 +121,3 @@ def soak(args: argparse.Namespace) -> int:
         f"{last.rss_bytes / 2**20:.1f} MB at the end ({growth:+.1f} MB)"
     )
     return 0 if counted == total else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Soak the exporter with worker churn.")
-    parser.add_argument("--minutes", type=int, default=30)
-    parser.add_argument("--rate", type=float, default=3000.0, help="events/s in total")
-    parser.add_argument("--workers", type=int, default=20, help="workers alive at any time")
-    parser.add_argument("--churn", type=int, default=4, help="workers replaced per minute")
-    parser.add_argument("--processes", type=int, default=1, help="publisher processes")
-    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
-    parser.add_argument(
-        "--exporter-arg",
-        action="append",
-        default=[],
-        help="extra exporter flag (repeatable), e.g. --exporter-arg=--worker-timeout=30",
-    )
-    return soak(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

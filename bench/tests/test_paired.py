@@ -1,5 +1,5 @@
 """The paired drain benchmark's pure parts (bench.paired): the drain order of each round and
-the statistics of per-round ratios."""
+the statistics of per-round ratios; and its options as the runner parses them (bench.run)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from bench.paired import (
     Report,
     Round,
     Settings,
+    best_floor,
+    columns,
     cpu_ratio,
     machine_cpu,
     pairs,
-    parse_args,
     rate_ratio,
     render_table,
     rotation,
@@ -26,6 +27,7 @@ from bench.paired import (
     spread,
 )
 from bench.phases import DrainResult
+from bench.run import paired_settings, parse_args
 
 KINDS = ("floor", "baseline", "before", "exporter")
 
@@ -151,7 +153,7 @@ def test_bad_arguments_give_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        parse_args(argv)
+        parse_args(["paired", *argv])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err
@@ -162,10 +164,11 @@ def test_before_src_must_hold_the_package(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse_args(["--consumers", "floor,before", "--before-src", str(tmp_path)])
+        parse_args(["paired", "--consumers", "floor,before", "--before-src", str(tmp_path)])
     assert "no celery_exporter package" in capsys.readouterr().err
     (tmp_path / "celery_exporter").mkdir()
-    got = parse_args(["--consumers", "floor,before", "--before-src", str(tmp_path)])
+    argv = ["paired", "--consumers", "floor,before", "--before-src", str(tmp_path)]
+    got = paired_settings(parse_args(argv))
     assert got.consumers == ("floor", "before")
     assert (got.events, got.rounds) == (300_000, 5)
 
@@ -176,3 +179,32 @@ def test_machine_cpu_counts_busy_and_stolen_time_from_proc_stat() -> None:
     # user + nice + system + irq + softirq; idle and iowait are not busy
     assert busy == pytest.approx(1280 / CLOCK_TICKS)
     assert steal == pytest.approx(300 / CLOCK_TICKS)
+
+
+def test_the_floor_is_the_faster_of_both_readers_in_each_round() -> None:
+    # Round 1: the socket reader wins; round 2: read_response does. Ratios follow the winner.
+    rounds = []
+    for read, socket, exporter in ((100.0, 150.0, 120.0), (200.0, 160.0, 100.0)):
+        drains = {
+            "floor": drained(read, 5.0),
+            "floor-socket": drained(socket, 4.0),
+            "exporter": drained(exporter, 6.0),
+        }
+        best_floor(drains)
+        rounds.append(Round(["floor", "floor-socket", "exporter"], 2.0, drains))
+    assert [r.drains["floor"].rate for r in rounds] == [150.0, 200.0]
+    assert [r.drains["floor-read"].rate for r in rounds] == [100.0, 200.0]
+    rates, _ = round_ratios(rounds, "exporter", "floor")
+    assert rates == [0.8, 0.5]
+    kinds = ("floor", "floor-socket", "exporter")
+    assert columns(kinds) == ["floor", "floor-read", "floor-socket", "exporter"]
+    table = render_table(Report(Settings(kinds, 300_000, 2, 5.0, 2, 60.0), rounds))
+    assert "floor-read/floor" in table and "floor-socket/floor" in table  # both reported
+
+
+def test_one_floor_reader_alone_is_the_floor() -> None:
+    drains = {"floor": drained(100.0, 5.0), "exporter": drained(80.0, 6.0)}
+    best_floor(drains)
+    assert set(drains) == {"floor", "exporter"}
+    assert columns(("floor", "exporter")) == ["floor", "exporter"]
+    assert parse_args(["paired"]).consumers == ("floor", "floor-socket", "baseline", "exporter")

@@ -2,7 +2,7 @@
 
 Builds the wheel as a user would (`CE_MYPYC=1 pip wheel --no-build-isolation`), from a copy of
 the package's files so the checkout gains no build/ directory, unpacks it, and runs against the
-compiled modules: the unit tests (every one, as they run on the sources) and bench.tracker_diff
+compiled modules: the unit tests (every one, as they run on the sources) and `bench.tracker diff`
 (the compiled tracker against the sources, on corrupted and disordered streams). mypyc turns
 type annotations into run-time checks, so an annotation that lies would show here as a
 difference in what is counted or as a failed test. A minute or two of CPU, most of it the C
@@ -87,6 +87,6 @@ def test_unit_tests_pass_on_the_compiled_build(compiled: Path) -> None:
 
 def test_compiled_tracker_counts_what_the_sources_count(compiled: Path) -> None:
     src = REPO_ROOT / "src"
-    result = run_compiled(compiled, "-m", "bench.tracker_diff", "--baseline-src", str(src))
+    result = run_compiled(compiled, "-m", "bench.tracker", "diff", "--baseline-src", str(src))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "of 10 runs counted the same" in result.stdout

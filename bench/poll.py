@@ -1,26 +1,27 @@
-"""Benchmark of one broker queue poll: 100 queues with priorities on Redis, 100 on RabbitMQ.
+"""Poll mode of the bench runner (`python -m bench.run poll`): one broker queue poll, 100 queues
+with priorities on Redis, 100 on RabbitMQ.
 
 Starts its own servers on free ports (stopped by PID at the end), fills every queue, then times
 `QueuePoller.poll_queues()` (the whole poll: probe, bookkeeping) and one scrape of the collector.
-Prints the median and 90th percentile over --polls polls.
+Prints the median and 90th percentile over --polls polls. In the calling thread.
 
-    python -m bench.poll_bench [--queues 100] [--polls 50] [--skip-rabbitmq]
+    python -m bench.run poll [--queues 100] [--polls 50] [--brokers redis]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
-from tests.support.servers import RabbitMQServer, RedisServer
 
+from bench.phases import broker_server
 from celery_exporter.config import Config
 from celery_exporter.exposition.catalogue import FamilyFactory
 from celery_exporter.exposition.poll_collector import PollCollector
@@ -76,38 +77,27 @@ def bench(url: str, count: int, polls: int, priorities: bool) -> dict[str, float
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queues", type=int, default=100)
-    parser.add_argument("--polls", type=int, default=50)
-    parser.add_argument("--skip-rabbitmq", action="store_true")
-    args = parser.parse_args()
-    rows: list[tuple[str, dict[str, float]]] = []
+@dataclass
+class Settings:
+    brokers: tuple[str, ...]
+    queues: int
+    polls: int
+
+
+LABELS = {"redis": "redis (4 priority lists each)", "rabbitmq": "rabbitmq"}
+
+
+def run(s: Settings) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="poll-bench-") as tmp:
-        redis_server = RedisServer.start(Path(tmp) / "redis")
-        try:
-            rows.append(
-                (
-                    "redis (4 priority lists each)",
-                    bench(redis_server.url, args.queues, args.polls, True),
-                )
-            )
-        finally:
-            redis_server.stop()
-        if not args.skip_rabbitmq:
-            rabbit = RabbitMQServer.start(Path(tmp) / "rabbitmq")
-            try:
-                rows.append(("rabbitmq", bench(rabbit.url, args.queues, args.polls, False)))
-            finally:
-                rabbit.stop()
-    print(f"{args.queues} queues, 4 messages each, {args.polls} polls")
+        for name in s.brokers:
+            with broker_server(name, Path(tmp) / name) as broker:
+                rows[name] = bench(broker.url, s.queues, s.polls, name == "redis")
+    print(f"{s.queues} queues, 4 messages each, {s.polls} polls")
     print(f"{'transport':32} {'poll median ms':>15} {'poll p90 ms':>12} {'scrape median ms':>17}")
-    for name, row in rows:
+    for name, row in rows.items():
         print(
-            f"{name:32} {row['poll_median']:15.2f} {row['poll_p90']:12.2f}"
+            f"{LABELS[name]:32} {row['poll_median']:15.2f} {row['poll_p90']:12.2f}"
             f" {row['scrape_median']:17.2f}"
         )
-
-
-if __name__ == "__main__":
-    main()
+    return rows

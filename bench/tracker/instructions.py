@@ -1,21 +1,22 @@
-"""Instructions per event of the tracker, this version against another, counted by valgrind.
+"""`bench.tracker instructions`: instructions per event of the tracker, this version against
+another, counted by valgrind.
 
-On a shared machine the wall clock of bench.tracker_ingest wanders by 5-10% between runs;
+On a shared machine the wall clock of `bench.tracker ingest` wanders by 5-10% between runs;
 machine instructions do not (within ~1%), so small changes to the hot path can be compared.
 Instructions are not time (cache misses and branch mispredictions are not in them), so the
 timed benchmark stays the evidence; this is the tool to decide between two ways of writing
-a line. Same stream as tracker_ingest (seeded), each message decoded just before it is fed,
+a line. Same stream as ingest (seeded), each message decoded just before it is fed,
 a fake clock, garbage collection off. Each version runs three times under
 `valgrind --tool=callgrind` (feed nothing / the warm-up only / warm-up and steady state), in
-parallel; the differences are the warm-up's and the steady state's instructions.
+parallel (two threads, each waiting on its valgrind child); the differences are the
+warm-up's and the steady state's instructions.
 
     git archive <base-commit> src | tar -x -C /tmp/base
-    python -m bench.tracker_instructions --baseline-src /tmp/base/src     # ~1-2 min
+    python -m bench.tracker instructions --baseline-src /tmp/base/src     # ~1-2 min
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import pickle
 import re
@@ -28,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from bench.tracker_ingest import WARMUP, chunks, exporter_module, load_baseline
+from bench.tracker.ingest import WARMUP, chunks
+from bench.tracker.versions import build, current, load_baseline
 
 STEADY = 40_000
 PHASES = ("none", "warmup", "all")
@@ -37,10 +39,7 @@ PHASES = ("none", "warmup", "all")
 def feed(stream: Path, baseline_src: str, phase: str) -> None:
     """The measured child: feed the pickled stream to one version, up to `phase`."""
     gc.disable()
-    if baseline_src:
-        module: Any = load_baseline(Path(baseline_src))
-    else:
-        import celery_exporter.state.tracker as module
+    module: Any = load_baseline(Path(baseline_src)) if baseline_src else current()
     warm, steady = pickle.loads(stream.read_bytes())
     first = orjson.loads(warm[0])
     clock_now: list[float] = [(first[0] if type(first) is list else first)["timestamp"]]
@@ -49,9 +48,7 @@ def feed(stream: Path, baseline_src: str, phase: str) -> None:
         clock_now[0] += 0.0003
         return clock_now[0]
 
-    config = exporter_module(module, "config").Config(broker_url="redis://localhost")
-    arrivals = exporter_module(module, "poll.arrivals", "arrivals").WorkerArrivals(clock)
-    tracker = module.Tracker(config, clock=clock, arrivals=arrivals)
+    tracker = build(module, clock)
     for part, fed in ((warm, phase != "none"), (steady, phase == "all")):
         for data in part:
             body = orjson.loads(data)  # decoded in every phase: it cancels out
@@ -60,7 +57,7 @@ def feed(stream: Path, baseline_src: str, phase: str) -> None:
 
 
 def instructions(stream: Path, baseline_src: str, phase: str) -> int:
-    child = [sys.executable, "-m", "bench.tracker_instructions", "--child", str(stream), phase]
+    child = [sys.executable, "-m", "bench.tracker", "instructions", "--child", str(stream), phase]
     if baseline_src:
         child += ["--baseline-src", baseline_src]
     out = subprocess.run(
@@ -76,16 +73,7 @@ def instructions(stream: Path, baseline_src: str, phase: str) -> int:
     return int(match.group(1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-src", default="")
-    parser.add_argument("--child", nargs=2, metavar=("STREAM", "PHASE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        feed(Path(args.child[0]), args.baseline_src, args.child[1])
-        return
-    if not args.baseline_src:
-        parser.error("--baseline-src is required")
+def run(baseline_src: str) -> int:
     warm: list[bytes] = []
     steady: list[bytes] = []
     events_warm = events_steady = 0
@@ -105,7 +93,7 @@ def main() -> None:
                 runs,
                 pool.map(
                     lambda run: instructions(
-                        stream, args.baseline_src if run[0] == "baseline" else "", run[1]
+                        stream, baseline_src if run[0] == "baseline" else "", run[1]
                     ),
                     runs,
                 ),
@@ -121,7 +109,4 @@ def main() -> None:
     (base_warm, base_steady), (cur_warm, cur_steady) = per_event["baseline"], per_event["current"]
     print(f"steady state: baseline/current {base_steady / cur_steady:.3f}x fewer instructions")
     print(f"first {events_warm:,} events: baseline/current {base_warm / cur_warm:.3f}x")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,19 +1,21 @@
-"""Differential check of the tracker: this version against another, fed the same events.
+"""`bench.tracker diff`: differential check of the tracker, this version against another, fed
+the same events.
 
 For speed work on the hot path, which must not change what is counted. Both versions (loaded
-as in tracker_ingest) get the same bench.stream messages with a fake clock, in several
+by bench.tracker.versions) get the same bench.stream messages with a fake clock, in several
 configurations: as generated, with fields corrupted (dropped, wrong types, junk values, other
 event types), out of order (messages moved later, batches shuffled, events and task names
 dropped), with tight caps. Their full snapshots (every count, histogram, error reason, worker,
 held task and queue age) are compared every few thousand messages and at the end.
 
     git archive <base-commit> src | tar -x -C /tmp/base
-    python -m bench.tracker_diff --baseline-src /tmp/base/src [--seeds 3]    # ~1 min a seed
+    python -m bench.tracker diff --baseline-src /tmp/base/src [--seeds 3]    # ~1 min a seed
+
+In the calling thread; exits 1 on the first difference of a run.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import random
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stream import EventStream, StreamSpec, take
-from bench.tracker_ingest import exporter_module, load_baseline
+from bench.tracker.versions import build, current, held_tasks, load_baseline, releaser
 
 MESSAGES = 40_000
 JUNK: list[Any] = [
@@ -94,12 +96,6 @@ def disorder(messages: list[Any], rate: float, rng: random.Random) -> None:
             messages[i] = {}
 
 
-def tracker(module: Any, clock: Any, config: dict[str, Any]) -> Any:
-    settings = exporter_module(module, "config").Config(broker_url="redis://localhost", **config)
-    arrivals = exporter_module(module, "poll.arrivals", "arrivals").WorkerArrivals(clock)
-    return module.Tracker(settings, clock=clock, arrivals=arrivals)
-
-
 def fields_of(instance: Any) -> dict[str, Any]:
     """A dataclass instance's fields, shallow; also of a mypyc-compiled one (setup.py), which
     has no __dict__ and which dataclasses.asdict() cannot copy."""
@@ -110,10 +106,8 @@ def snapshots(
     module: Any, messages: list[Any], config: dict[str, Any], start: float
 ) -> list[dict[str, Any]]:
     now = [start]  # the stream's own time: its timestamps must be current
-    subject = tracker(module, lambda: now[0], config)
-    # Renamed with the subpackages (held -> deferred events, holdings -> held_tasks): a
-    # baseline from before them is read under today's names.
-    release = getattr(subject, "release_deferred", None) or subject.release_held
+    subject = build(module, lambda: now[0], **config)
+    release = releaser(subject)
     taken = []
     for index, message in enumerate(copy.deepcopy(messages)):  # the tracker trims held events
         now[0] += 0.0003
@@ -123,9 +117,7 @@ def snapshots(
         if index % 3000 == 0 or index == len(messages) - 1:
             release()
             subject.expire()
-            state = fields_of(subject.snapshot())
-            if "holdings" in state:
-                state["held_tasks"] = state.pop("holdings")
+            state = held_tasks(fields_of(subject.snapshot()))
             state["workers"] = sorted(map(fields_of, state["workers"]), key=repr)
             taken.append(state)
     return taken
@@ -179,19 +171,8 @@ def check(base: Any, current: Any, seed: int, case: tuple[Any, ...]) -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-src", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, default=1)
-    args = parser.parse_args()
-    import celery_exporter.state.tracker as current
-
-    base = load_baseline(args.baseline_src)
-    results = [check(base, current, s, case) for s in range(args.seeds) for case in CASES]
+def run(baseline_src: Path, seeds: int) -> int:
+    base, now = load_baseline(baseline_src), current()
+    results = [check(base, now, s, case) for s in range(seeds) for case in CASES]
     print(f"{sum(results)} of {len(results)} runs counted the same")
-    if not all(results):
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()
+    return 0 if all(results) else 1
