@@ -72,3 +72,12 @@ def hang(seconds: float) -> None:
 @app.task(name="workload.routed")  # type: ignore[untyped-decorator]
 def routed() -> str:
     return "routed"
+
+
+# The report's figure test needs each task's true queue wait: the producer passes its send time
+# and the task returns how long it waited, which the worker logs ("succeeded in Xs: <wait>").
+@app.task(name="workload.timed")  # type: ignore[untyped-decorator]
+def timed(sent_at: float, seconds: float) -> float:
+    waited = time.time() - sent_at
+    time.sleep(seconds)
+    return round(waited, 6)

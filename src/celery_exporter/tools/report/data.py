@@ -185,17 +185,23 @@ def _queues(
 
 
 def _workers(fetch: Fetcher) -> list[dict[str, Any]]:
-    """Per worker: the share of the range's steps, while it was known, at which it was up."""
+    """Per worker: the share of the steps from its first to its last sample at which it was up.
+
+    A step without a sample inside that span counts as down: the exporter drops a worker's
+    gauges when it says goodbye (worker-offline), so a worker stopped cleanly and started again
+    leaves a gap, not zeros. Before its first and after its last sample it was not known.
+    """
     up = fetch.range(f"max without (instance, pod) ({fetch.prefix}worker_up{fetch.job})")
     out = []
     for s in sorted(up, key=lambda s: s["metric"].get("worker", "")):
-        values = [v for _, v in s["values"] if not math.isnan(v)]
-        if values:
+        points = [(t, v) for t, v in s["values"] if not math.isnan(v)]
+        if points:
+            steps = round((points[-1][0] - points[0][0]) / fetch.step) + 1
             out.append(
                 {
                     "worker": s["metric"].get("worker", s["metric"].get("hostname", "")),
-                    "availability": round(sum(v >= 1 for v in values) / len(values), 6),
-                    "seconds_known": round(len(values) * fetch.step, 3),
+                    "availability": round(sum(v >= 1 for _, v in points) / steps, 6),
+                    "seconds_known": round(steps * fetch.step, 3),
                 }
             )
     return out
