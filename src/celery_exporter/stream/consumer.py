@@ -5,9 +5,10 @@ Celery sends, kombu's decoder otherwise) and handed over. No celery.events.State
 timestamp localisation: the metrics need neither. A broker outage is data (broker_up 0); its
 log lines are written by faults/outages.py, once for all threads that see it.
 
-On Redis the messages are read straight off the pub/sub socket (stream/redis_reader.py); on RabbitMQ
-py-amqp hands its messages to a callback here, on kombu's channel; every other transport goes
-through a kombu Consumer. All run under the same loop here: connect, housekeeping, reconnect
+On Redis the messages are read straight off the pub/sub socket (stream/redis_reader.py); on
+RabbitMQ off py-amqp's frames (stream/amqp_reader.py); every other transport (SQS, Sentinel's
+fanout compat mode...) goes through a kombu Consumer, which is what they have to offer.
+All run under the same loop here: connect, housekeeping, reconnect
 with backoff, health flags.
 """
 
@@ -17,14 +18,11 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery.events.event import get_exchange
 from kombu.connection import Connection
-from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content
@@ -34,6 +32,7 @@ from ..exposition.health import ExporterHealth
 from ..faults.classify import passwords
 from ..faults.outages import BrokerOutages, broker_outages
 from ..state.tracker import Tracker
+from .amqp_reader import AmqpEventReader, event_queue, uses_amqp_reader
 from .json_decode import loads
 from .redis_reader import RedisEventReader, SubscriptionDropped, uses_direct_reader
 
@@ -133,22 +132,17 @@ class EventConsumer:
             reader.subscribe()
             self._serve(conn, stop, reader.drain)
             return
-        queue = Queue(
-            f"{self._app.conf.event_queue_prefix}.{uuid.uuid4()}",
-            exchange=get_exchange(conn, name=exchange),
-            routing_key="#",
-            auto_delete=True,
-            durable=False,
-            message_ttl=self._app.conf.event_queue_ttl,
-            expires=self._app.conf.event_queue_expires,
-        )
-        if conn.transport.driver_type == "amqp":
-            # py-amqp hands its own message to our callback: no kombu Message and Consumer
-            # callback per message (8 % of the event thread on RabbitMQ, bench/README.md).
-            channel: Any = conn.default_channel
-            queue(channel).declare()
-            channel.basic_consume(queue.name, no_ack=True, callback=self._on_amqp_message)
-            self._serve(conn, stop, lambda timeout: self._drain_kombu(conn, timeout))
+        queue = event_queue(self._app, conn)
+        if uses_amqp_reader(conn):
+            amqp_reader = AmqpEventReader(
+                conn,
+                queue,
+                self._tracker.record_messages,
+                self._tracker.record_error,
+                self._accept,
+            )
+            amqp_reader.subscribe()
+            self._serve(conn, stop, amqp_reader.drain)
             return
         with conn.Consumer(
             queues=[queue],
@@ -193,22 +187,6 @@ class EventConsumer:
         try:
             # message.decode() checks `accept`, which honours --accept-content
             body = loads(message.body) if message.content_type == JSON else message.decode()
-        except Exception:  # the guard around one message: count it and go on
-            self._tracker.record_error("undecodable")
-            return
-        self._tracker.record_message(body)
-
-    def _on_amqp_message(self, raw: Any) -> None:
-        """One py-amqp message; anything but plain JSON goes through kombu's Message."""
-        properties = raw.properties
-        headers = properties.get("application_headers") or {}
-        if properties.get("content_type") != JSON or "compression" in headers:
-            message = raw.channel.message_to_python(raw)
-            message.accept = self._accept
-            self._on_message(message)
-            return
-        try:
-            body = loads(raw.body)
         except Exception:  # the guard around one message: count it and go on
             self._tracker.record_error("undecodable")
             return
