@@ -17,7 +17,7 @@ which all of them take at once: each one's CPU per event over the same seconds. 
 round each drain rate, CPU per event (drain and steady), each ratio to the floor, the median
 and range of the per-round ratios, scrape p50/p99 while draining, and RSS at the end.
 
-    python -m bench.amqp_paired --consumers floor,before,exporter \\
+    python -m bench.run amqp-paired --consumers floor,before,exporter \\
         --before-src /tmp/before/src --events 15000 --rounds 3
 """
 
@@ -43,7 +43,8 @@ from bench.consumers import ConsumerProcess
 from bench.loadgen import publish as publish_jobs
 from bench.loadgen import split_jobs
 from bench.paired import cpu_ratio, rate_ratio, rotation, settle, spread
-from bench.run import RESULTS_DIR, broker_server, fmt_rate, fmt_us
+from bench.phases import broker_server
+from bench.report import RESULTS_DIR, fmt_rate, fmt_us
 from bench.stream import StreamSpec
 
 KINDS = ("floor", "baseline", "before", "exporter")
@@ -236,7 +237,9 @@ def render(report: Report) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run amqp-paired", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--consumers", default="floor,exporter")
     parser.add_argument("--events", type=int, default=15000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -283,7 +286,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(data, indent=2, default=str))
     print(f"written {out}")
     return 1 if report.error else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import drain, paired, poll, soak
+from bench import amqp_paired, drain, paired, poll, soak
 from bench.consumers import KINDS
 from bench.report import save
 
@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="extra exporter flag (repeatable), e.g. --exporter-arg=--worker-timeout=30",
     )
+    modes.add_parser(
+        "amqp-paired",
+        add_help=False,  # its own options, parsed by bench.amqp_paired (`amqp-paired --help`)
+        help="RabbitMQ: paired drains and a shared steady stream against the py-amqp floor",
+    )
     for mode in (d, r, s, q, k):  # errors after parsing name the mode's own usage
         mode.set_defaults(mode_parser=mode)
     return parser
@@ -274,7 +279,10 @@ def run_scrape(a: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["amqp-paired"]:  # its options are its own; argparse would claim --help
+        return amqp_paired.main(args[1:])
+    a = parse_args(args)
     if a.mode == "poll":
         rows = poll.run(poll.Settings(a.brokers, a.queues, a.polls))
         return 0 if rows else 1
