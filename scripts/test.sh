@@ -48,10 +48,15 @@ command -v epmd >/dev/null 2>&1 && { epmd -kill >/dev/null 2>&1 || true; }
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-# Reinstalled when pyproject.toml changes (dependencies); the editable install follows src/.
+# The test extra from its hash-pinned lock (scripts/lock.sh), then the project itself without
+# resolving anything; reinstalled when the lock or pyproject.toml changes. The editable install
+# follows src/.
 stamp="$venv/.test-extra-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/test.txt -nt "$stamp" ]
+then
+  pip=("$venv/bin/pip" install -q --disable-pip-version-check)
+  "${pip[@]}" --require-hashes -r requirements/test.txt
+  "${pip[@]}" --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
