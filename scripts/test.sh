@@ -60,6 +60,7 @@ done
 command -v epmd >/dev/null 2>&1 && { epmd -kill >/dev/null 2>&1 || true; }
 
 if [ "$newest" = 1 ]; then venv="${VENV:-.venv-newest}"; else venv="${VENV:-.venv}"; fi
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 if [ "$newest" = 1 ]; then
   # No lock: pip resolves pyproject.toml's ranges to the newest releases, at every run, so a
@@ -80,7 +81,7 @@ then
   touch "$stamp"
 fi
 fi
-export PATH="$PWD/$venv/bin:$PATH"
+export PATH="$venv/bin:$PATH"
 # The servers and tools the tiers start (the container tier's own three are its conftest's to
 # report): one line naming what is missing, before any tier runs. kubectl is the test extra's.
 absent=()
