@@ -20,25 +20,28 @@ ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 # The same Python at the same path as BASE_IMAGE (the final stage runs the virtualenv made
 # here), plus a C compiler and Python's headers: the tracker is compiled with mypyc (setup.py).
 ARG BUILD_IMAGE=python:${PYTHON_VERSION}
-# mypy (mypyc) for the build only: pinned, as it writes the C code.
-ARG MYPY_VERSION=2.4.1
 
 FROM ${BUILD_IMAGE} AS build
-ARG MYPY_VERSION
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Installed into a virtualenv that the final stage copies whole, so the image carries neither
 # the source tree, the compiler, mypy nor pip's build leftovers.
 RUN python3 -m venv /opt/celery-exporter && python3 -m venv /opt/build
 WORKDIR /src
+# Every dependency from the hash-pinned locks (scripts/lock.sh; resolved for Python 3.11 on
+# Linux), never the newest release of the day: the same commit builds the same image. The
+# build virtualenv gets the runtime dependencies too, as mypyc type-checks what it compiles
+# against them, and mypy, pinned there as it writes the C code. Before the source, so that a
+# layer cache keeps this step while only src/ changes.
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
+RUN /opt/build/bin/pip install -q --require-hashes -r requirements/build.txt \
+    && /opt/celery-exporter/bin/pip install -q --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 # CE_MYPYC=1: the state package compiled to C (the gain: bench/README.md), counting the same
-# (setup.py). mypyc type-checks what it compiles against the dependencies, so the throwaway
-# build virtualenv gets them too (and the pure package with them).
-RUN /opt/build/bin/pip install -q "setuptools>=70.1" "mypy==${MYPY_VERSION}" . \
-    && CE_MYPYC=1 /opt/build/bin/pip wheel -q --no-build-isolation --no-deps -w /wheels . \
-    && /opt/celery-exporter/bin/pip install -q /wheels/*.whl
+# (setup.py). --no-deps: the dependencies are the locked ones installed above.
+RUN CE_MYPYC=1 /opt/build/bin/pip wheel -q --no-build-isolation --no-deps -w /wheels . \
+    && /opt/celery-exporter/bin/pip install -q --no-deps /wheels/*.whl
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="celery-exporter" \

