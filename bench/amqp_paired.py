@@ -42,7 +42,7 @@ from bench import phases
 from bench.consumers import ConsumerProcess
 from bench.loadgen import publish as publish_jobs
 from bench.loadgen import split_jobs
-from bench.paired import cpu_ratio, rate_ratio, rotation, settle, spread
+from bench.paired import cpu_ratio, rate_ratio, rotation, settle, spread, warmed_consumers
 from bench.phases import broker_server
 from bench.report import RESULTS_DIR, fmt_rate, fmt_us
 from bench.stream import StreamSpec
@@ -140,32 +140,25 @@ def run(s: Settings) -> Report:
         tmp = Path(tmpdir)
         print("== rabbitmq: starting server", flush=True)
         with broker_server("rabbitmq", tmp / "rabbitmq") as broker:
-            consumers: dict[str, ConsumerProcess] = {}
             try:
-                for kind in s.consumers:
-                    print(f"== starting and warming up {kind}", flush=True)
-                    src = s.before_src if kind == "before" else None
-                    consumers[kind] = ConsumerProcess(kind, broker.url, tmp / "logs", src=src)
-                    consumers[kind].start()
-                    phases.warm_up(consumers[kind], broker, opts)
-                for n in range(s.rounds):
-                    order = rotation(s.consumers, n)
-                    print(f"== round {n + 1}/{s.rounds}: {', '.join(order)}", flush=True)
-                    done = Round(list(order))
-                    for kind in order:
-                        done.drains[kind] = one_drain(consumers, kind, broker, s)
-                    done.steady = steady(consumers, broker, s)
-                    report.rounds.append(done)
-                    print("   " + round_line(done, s.consumers), flush=True)
-                resume_all(consumers)
-                report.rss_mb = {k: c.rss_bytes() / 2**20 for k, c in consumers.items()}
+                with warmed_consumers(s.consumers, s.before_src, broker, tmp, opts) as consumers:
+                    try:
+                        for n in range(s.rounds):
+                            order = rotation(s.consumers, n)
+                            print(f"== round {n + 1}/{s.rounds}: {', '.join(order)}", flush=True)
+                            done = Round(list(order))
+                            for kind in order:
+                                done.drains[kind] = one_drain(consumers, kind, broker, s)
+                            done.steady = steady(consumers, broker, s)
+                            report.rounds.append(done)
+                            print("   " + round_line(done, s.consumers), flush=True)
+                        resume_all(consumers)
+                        report.rss_mb = {k: c.rss_bytes() / 2**20 for k, c in consumers.items()}
+                    finally:
+                        resume_all(consumers)  # a paused consumer would not stop
             except Exception as exc:  # print the rounds done so far, and why it stopped
                 report.error = f"{type(exc).__name__}: {exc}"
                 print(f"   FAILED: {report.error}", flush=True)
-            finally:
-                resume_all(consumers)
-                for consumer in consumers.values():
-                    consumer.stop()
     return report
 
 

@@ -32,7 +32,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,29 +287,44 @@ def run(s: Settings) -> Report:
         tmp = Path(tmpdir)
         print("== redis: starting server", flush=True)
         with broker_server("redis", tmp / "redis") as broker:
-            consumers: dict[str, ConsumerProcess] = {}
             try:
-                for kind in s.consumers:
-                    print(f"== starting and warming up {kind}", flush=True)
-                    src = s.before_src if kind == "before" else None
-                    consumers[kind] = ConsumerProcess(kind, broker.url, tmp / "logs", src=src)
-                    consumers[kind].start()
-                    phases.warm_up(consumers[kind], broker, opts)
-                for n in range(s.rounds):
-                    order = rotation(s.consumers, n)
-                    print(f"== round {n + 1}/{s.rounds}: {', '.join(order)}", flush=True)
-                    done = one_round(
-                        consumers, order, broker, opts, s.events, s.timeout, s.drain_poll
-                    )
-                    report.rounds.append(done)
-                    print("   " + round_line(done, columns(s.consumers)), flush=True)
+                with warmed_consumers(s.consumers, s.before_src, broker, tmp, opts) as consumers:
+                    for n in range(s.rounds):
+                        order = rotation(s.consumers, n)
+                        print(f"== round {n + 1}/{s.rounds}: {', '.join(order)}", flush=True)
+                        done = one_round(
+                            consumers, order, broker, opts, s.events, s.timeout, s.drain_poll
+                        )
+                        report.rounds.append(done)
+                        print("   " + round_line(done, columns(s.consumers)), flush=True)
             except Exception as exc:  # print the rounds done so far, and why it stopped
                 report.error = f"{type(exc).__name__}: {exc}"
                 print(f"   FAILED: {report.error}", flush=True)
-            finally:
-                for consumer in consumers.values():
-                    consumer.stop()
     return report
+
+
+@contextlib.contextmanager
+def warmed_consumers(
+    kinds: Sequence[str],
+    before_src: Path | None,
+    broker: phases.Broker,
+    tmp: Path,
+    opts: phases.Options,
+) -> Iterator[dict[str, ConsumerProcess]]:
+    """Every contender started and warmed up on `broker`; each one stopped on the way out,
+    also when a later one fails to start."""
+    consumers: dict[str, ConsumerProcess] = {}
+    try:
+        for kind in kinds:
+            print(f"== starting and warming up {kind}", flush=True)
+            src = before_src if kind == "before" else None
+            consumers[kind] = ConsumerProcess(kind, broker.url, tmp / "logs", src=src)
+            consumers[kind].start()
+            phases.warm_up(consumers[kind], broker, opts)
+        yield consumers
+    finally:
+        for consumer in consumers.values():
+            consumer.stop()
 
 
 def round_line(r: Round, kinds: Sequence[str]) -> str:

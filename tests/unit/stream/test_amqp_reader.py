@@ -4,7 +4,6 @@ of one py-amqp message, including `--accept-content` for what is not plain JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import amqp
@@ -18,15 +17,6 @@ from kombu.transport.pyamqp import Channel as KombuAmqpChannel
 from celery_exporter.stream.amqp_reader import JSON, AmqpEventReader, event_queue
 
 EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1", "timestamp": 1.0}
-
-
-@pytest.fixture
-def conn() -> Iterator[Connection]:
-    connection = Connection("memory://")
-    try:
-        yield connection
-    finally:
-        connection.release()
 
 
 def declared(queue: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ with), and fed to the reader as the pub/sub replies redis-py returns for them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +17,6 @@ from kombu.serialization import dumps, prepare_accept_content
 from celery_exporter.stream.redis_reader import JSON, ParsedReplies, RedisEventReader, topic_for
 
 EVENT = {"type": "worker-heartbeat", "hostname": "celery@w1", "timestamp": 1.0}
-
-
-@pytest.fixture
-def conn() -> Iterator[Connection]:
-    connection = Connection("memory://")
-    try:
-        yield connection
-    finally:
-        connection.release()
 
 
 class Collected:
