@@ -119,6 +119,9 @@ def snapshots(
             subject.expire()
             state = held_tasks(fields_of(subject.snapshot()))
             state["workers"] = sorted(map(fields_of, state["workers"]), key=repr)
+            for key, value in state.items():  # e.g. RunningAges: a compiled class is another
+                if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                    state[key] = fields_of(value)
             taken.append(state)
     return taken
 

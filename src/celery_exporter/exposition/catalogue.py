@@ -99,17 +99,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "task_revoked_by_reason",
         "counter",
-        "Tasks with a task-revoked event, by reason: expired (its `expires` passed before it "
-        "ran: work dropped), terminated (killed while running) or other. Source: Celery event "
-        "stream (task-revoked `expired`, `terminated`).",
+        "Tasks revoked, by reason: expired (dropped unrun), terminated (killed while "
+        "running) or other. Source: Celery event stream (task-revoked).",
         (*TASK_LABELS, "reason"),
     ),
     MetricSpec(
         "task_oldest_running_age_seconds",
         "gauge",
-        "Seconds the oldest running task of this name and queue has run (task-started, no "
-        "terminal event yet, on a live worker; exporter clock). 0: none running. Source: "
-        "Celery event stream and heartbeats.",
+        "Seconds the oldest running task of this name and queue has run, on a live worker; "
+        "0: none. Source: Celery event stream and heartbeats.",
         ("name", "queue_name"),
     ),
     MetricSpec(
@@ -238,9 +236,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "queue_oldest_running_task_age_seconds",
         "gauge",
-        "Seconds the oldest running task of the queue has run (task-started, no terminal "
-        "event yet, on a live worker; exporter clock). 0: none running. Source: Celery event "
-        "stream and heartbeats.",
+        "Seconds the oldest running task of the queue has run, on a live worker; 0: none. "
+        "Source: Celery event stream and heartbeats.",
         QUEUE_LABELS,
     ),
     MetricSpec(
