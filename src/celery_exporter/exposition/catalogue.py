@@ -56,6 +56,7 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
 TASK_LABELS = ("name", "hostname", "queue_name")
 WORKER_LABELS = ("hostname", "worker")
 QUEUE_LABELS = ("queue_name",)
+BEAT_LABELS = ("entry", "name")  # the beat_schedule key, and the task name it sends
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,30 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Pool processes of the workers consuming the queue, from inspect stats.",
         QUEUE_LABELS,
         compat=True,
+    ),
+    # --- periodic tasks: the --app beat_schedule, and runs seen in the event stream ---
+    MetricSpec(
+        "beat_entry_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time of the last run seen of the beat_schedule entry's task: its last task-sent "
+        "(sender's clock), else its last task-received (worker's clock). Needs --app; absent "
+        "until a run is seen. Source: Celery event stream.",
+        BEAT_LABELS,
+    ),
+    MetricSpec(
+        "beat_entry_next_run_timestamp_seconds",
+        "gauge",
+        "Unix time at which the entry's schedule expects the run after the last one seen, or "
+        "after the exporter started if none was. Source: --app beat_schedule (celery's "
+        "schedule objects).",
+        BEAT_LABELS,
+    ),
+    MetricSpec(
+        "beat_entry_overdue_seconds",
+        "gauge",
+        "Seconds (exporter clock) since the entry's expected next run with no run seen; 0 "
+        "while it is not due. Source: --app beat_schedule and the Celery event stream.",
+        BEAT_LABELS,
     ),
     # --- the exporter's own health ---
     MetricSpec(
