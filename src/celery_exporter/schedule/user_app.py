@@ -8,17 +8,33 @@ raise anything: every failure becomes one ConfigError line naming the option (ex
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+
 from celery import Celery
 from celery.app.utils import find_app
 
 from ..config import ConfigError
 
+_MISSING = object()
+
 
 def load_app(spec: str) -> Celery:
     """The Celery app that `spec` names, or ConfigError."""
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `celery -A` does
+        sys.path.insert(0, os.getcwd())
+    module, colon, attribute = spec.partition(":")
     try:
-        found = find_app(spec)
-    except Exception as exc:  # the user's module runs here: any error is a bad --app
+        if colon:  # find_app would report a missing attribute as a missing module
+            found = getattr(importlib.import_module(module), attribute, _MISSING)
+            if found is _MISSING:
+                raise ConfigError(f"--app {spec!r}: module {module!r} has no {attribute!r}")
+        else:
+            found = find_app(spec)
+    except ConfigError:
+        raise
+    except (Exception, SystemExit) as exc:  # the user's module runs here: any error is bad
         raise ConfigError(f"--app {spec!r}: cannot load it: {_one_line(exc)}") from None
     if not isinstance(found, Celery):
         raise ConfigError(
