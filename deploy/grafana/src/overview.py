@@ -222,8 +222,12 @@ def dashboard() -> Dashboard:
                 " running): celery:queue_work:sum, the KEDA signal. Above the queue length: workers"
                 " hoard prefetched tasks." + RECORDED,
                 target(select("celery:queue_work:sum", QUEUE), "{{queue_name}}"),
+                target(
+                    select("celery:queue_work_per_process:ratio", QUEUE),
+                    "{{queue_name}} per process",
+                ),
                 min_value=0,
-                width=8,
+                width=12,
             )
         )
         .with_panel(
@@ -234,7 +238,7 @@ def dashboard() -> Dashboard:
                 target(gauge("celery_beat_entry_overdue_seconds", TASK), "{{entry}} ({{name}})"),
                 unit="s",
                 min_value=0,
-                width=8,
+                width=12,
             )
         )
         .with_row(row("Workers"))
