@@ -38,8 +38,8 @@ PERIOD = 2.0  # CE_TEST_BEAT_SECONDS: the `tick` entry's interval
 MARGIN = 3.0  # celery:alert_threshold:beat_entry_overdue_seconds in the test copy
 QUIET_SECONDS = 10.0
 # From stopping beat to pending: the last tick came up to PERIOD before the stop, the gauge
-# crosses MARGIN after PERIOD + MARGIN; then a scrape, the alert evaluation (1 s each), the
-# (pending needs one true evaluation; `for:` delays only firing) and slack for a busy machine.
+# crosses MARGIN after PERIOD + MARGIN; then a scrape and one alert evaluation (1 s each;
+# pending needs one true evaluation, `for:` delays only firing) and slack for a busy machine.
 SLACK = 6.0
 
 HOARDED = 6  # slow tasks sent to the hoarding worker
