@@ -266,17 +266,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "beat_entry_last_run_timestamp_seconds",
         "gauge",
-        "Unix time of the last run seen of the beat_schedule entry's task: its last task-sent "
-        "(sender's clock), else its last task-received (worker's clock). Needs --app; absent "
-        "until a run is seen. Source: Celery event stream.",
+        "Unix time of the last run seen of the entry's task (task-sent, else task-received); "
+        "absent until one is seen. Source: Celery event stream, --app.",
         BEAT_LABELS,
     ),
     MetricSpec(
         "beat_entry_next_run_timestamp_seconds",
         "gauge",
-        "Unix time at which the entry's schedule expects the run after the last one seen, or "
-        "after the exporter started if none was. Source: --app beat_schedule (celery's "
-        "schedule objects).",
+        "Unix time the entry's schedule expects the run after the last seen (or after the "
+        "exporter's start). Source: --app beat_schedule.",
         BEAT_LABELS,
     ),
     MetricSpec(
