@@ -13,6 +13,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -24,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from .config import Config, ConfigError
+from .exposition.beat_collector import BeatCollector
 from .exposition.catalogue import FamilyFactory
 from .exposition.exporter_collector import ExporterCollector
 from .exposition.families import FamilyCollector
@@ -32,6 +34,8 @@ from .exposition.poll_collector import PollCollector
 from .exposition.tracker_collector import TrackerCollector
 from .poll.arrivals import WorkerArrivals
 from .poll.poller import QueuePoller
+from .schedule.beat_entries import BeatEntry, beat_entries
+from .schedule.user_app import load_app
 from .state.tracker import Tracker
 from .stream.consumer import EventConsumer
 from .web.server import MetricsApp, build_server
@@ -86,16 +90,39 @@ def build_celery_app(config: Config) -> Celery:
 
 
 def build_collectors(
-    config: Config, tracker: Tracker, health: ExporterHealth, poller: QueuePoller
+    config: Config,
+    tracker: Tracker,
+    health: ExporterHealth,
+    poller: QueuePoller,
+    beat_entries: Sequence[BeatEntry] = (),
 ) -> list[FamilyCollector]:
     """The exporter's own collectors, in the order /metrics renders them. Shared with the
-    golden exposition test (tests/unit/exposition), which must scrape what a real one does."""
+    golden exposition test (tests/unit/exposition), which must scrape what a real one does.
+    The periodic-task collector is there only with --app (beat_entries)."""
     factory = FamilyFactory(config.metric_prefix, config.static_labels, config.disabled_metrics)
-    return [
+    collectors: list[FamilyCollector] = [
         TrackerCollector(tracker, factory, config.runtime_buckets, config.queue_wait_buckets),
         ExporterCollector(health, factory),
         PollCollector(poller, factory),
     ]
+    if beat_entries:
+        collectors.append(BeatCollector(tracker, beat_entries, factory, time.time, time.time()))
+    return collectors
+
+
+def load_beat_schedule(config: Config) -> tuple[BeatEntry, ...]:
+    """The --app's beat_schedule entries (none without --app); ConfigError for a bad --app.
+    Loaded once, here, before any thread starts: the user's code never runs on the event path."""
+    if config.app is None:
+        return ()
+    entries = beat_entries(load_app(config.app), config.app, config.max_task_names)
+    log.info(
+        "watching %d beat_schedule entries of %s: %s",
+        len(entries),
+        config.app,
+        ", ".join(f"{e.entry} ({e.task}, {e.description})" for e in entries),
+    )
+    return entries
 
 
 class Exporter:
@@ -103,6 +130,7 @@ class Exporter:
 
     def __init__(self, config: Config, web_config: WebConfig | None = None) -> None:
         self.config = config
+        self.beat_entries = load_beat_schedule(config)  # first: a bad --app starts nothing
         self.stop_event = threading.Event()
         disable_created_metrics()  # halves the exposition of our own counters; users asked
         self.registry = CollectorRegistry(auto_describe=False)
@@ -120,8 +148,11 @@ class Exporter:
             worker_queues=self.poller.worker_queues,
             arrivals=arrivals if self.poller.arrival_asker is not None else None,
             broker_evidence=self.poller.queue_evidence,
+            beat_tasks=dict.fromkeys(entry.task for entry in self.beat_entries),
         )
-        self.collectors = build_collectors(config, self.tracker, self.health, self.poller)
+        self.collectors = build_collectors(
+            config, self.tracker, self.health, self.poller, self.beat_entries
+        )
         if web_config is None:
             web_config = load_web_config(config.web_config_file)
         app = MetricsApp(

@@ -21,6 +21,7 @@ from .config import (
     Config,
     ConfigError,
     check_durations,
+    parse_app,
     parse_broker_url,
     parse_buckets,
     parse_disabled_metrics,
@@ -202,6 +203,14 @@ def _seconds(minimum: float = 0.0) -> click.FloatRange:
     is_flag=True,
     help="Serve /healthz, /readyz and /health without basic auth.",
 )
+@click.option(
+    "-A",
+    "--app",
+    default=None,
+    metavar="MODULE:ATTRIBUTE",
+    help="Your Celery app, as for celery -A: its beat_schedule is read once at start-up for "
+    "the periodic-task metrics.",
+)
 @click.version_option(__version__, prog_name=PROG)
 def command(**options: Any) -> None:
     """Prometheus exporter for Celery: task, worker and queue metrics on /metrics."""
@@ -253,6 +262,7 @@ def build_config(options: dict[str, Any]) -> Config:
         disabled_metrics=parse_disabled_metrics(options["disable_metric"], prefix),
         web_config_file=options["web_config_file"],
         web_health_without_auth=options["web_health_without_auth"],
+        app=parse_app(options["app"]),
     )
     check_durations(config)
     return config

@@ -86,6 +86,8 @@ class Config:
     # HTTP security (exporter-toolkit web config file)
     web_config_file: str | None = None
     web_health_without_auth: bool = False
+    # The user's Celery app (module:attribute), read once at start-up for its beat_schedule
+    app: str | None = None
 
     @property
     def redacted_broker_url(self) -> str:
@@ -195,6 +197,19 @@ def parse_disabled_metrics(items: Iterable[str], prefix: str) -> frozenset[str]:
             raise ConfigError(f"--disable-metric: no metric family {item!r}")
         disabled.add(name)
     return frozenset(disabled)
+
+
+def parse_app(spec: str | None) -> str | None:
+    """`-A/--app`: `module`, `module:attribute` or `module.attribute`, as for `celery -A`.
+    Only its shape is checked here; schedule/user_app.py imports it."""
+    if spec is None or not spec.strip():
+        return None
+    spec = spec.strip()
+    module, _, attribute = spec.partition(":")
+    names = [*module.split("."), *([attribute] if attribute or ":" in spec else [])]
+    if not all(name.isidentifier() for name in names):
+        raise ConfigError(f"--app {spec!r}: want module:attribute, as for celery -A")
+    return spec
 
 
 def parse_log_level(level: str) -> str:

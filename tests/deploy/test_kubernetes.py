@@ -257,7 +257,11 @@ def test_keda_query_is_deduplicated_valid_promql_on_a_reported_queue(
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
     query = trigger["metadata"]["query"]
-    assert query.startswith("max without (instance, pod) (celery_queue_length{")
+    # The work per queue, a shipped recording rule that deduplicates replicas itself.
+    assert query.startswith("celery:queue_work:sum{")
+    shipped = yaml.safe_load((REPO / "deploy" / "alert_rules.yml").read_text())
+    records = {r.get("record") for g in shipped["groups"] for r in g["rules"]}
+    assert "celery:queue_work:sum" in records
     queue = re.search(r'queue_name="([^"]+)"', query)
     assert queue
     command_line = worker["spec"]["template"]["spec"]["containers"][0]["command"]

@@ -82,4 +82,7 @@ EXPORTER_ARGS = (
     "--queue-poll-interval", "1",
     "--inspect-interval", "2",
     "--inspect-timeout", "1",
+    # The workload app's beat_schedule (tests/support/workload_app.py): its entries send
+    # workload.add, which the workload sends too, so the periodic-task series have data.
+    "--app", "tests.support.workload_app:app",
 )  # fmt: skip

@@ -4,6 +4,11 @@ Configured from the environment so a worker subprocess and the test share it: th
 `CE_TEST_BROKER_URL`; task-sent events on unless `CE_TEST_SENT_EVENTS=0`; `broker_use_ssl` and
 `broker_transport_options` as JSON from `CE_TEST_BROKER_USE_SSL` and
 `CE_TEST_BROKER_TRANSPORT_OPTIONS` (TLS and Sentinel brokers). No result backend.
+
+Its `beat_schedule` is what `celery beat` runs in the periodic-task drill and what the exporter's
+`--app` reads there and in the end-to-end runs: `tick`, every `CE_TEST_BEAT_SECONDS` seconds
+(3600 unless set), and `nightly`, a crontab; both send `workload.add`, so they also show how two
+entries naming one task share its runs. Workers ignore it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import Reject
+from celery.schedules import crontab
 
 app = Celery("workload", broker=os.environ.get("CE_TEST_BROKER_URL", "memory://"))
 app.conf.update(
@@ -26,6 +32,17 @@ app.conf.update(
     # Tests that count unacked (prefetched) messages set this to make the count exact.
     worker_prefetch_multiplier=int(os.environ.get("CE_TEST_PREFETCH_MULTIPLIER", "4")),
 )
+app.conf.beat_schedule = {
+    "tick": {
+        "task": "workload.add",
+        "schedule": float(os.environ.get("CE_TEST_BEAT_SECONDS", "3600")),
+        "args": (0, 0),
+    },
+    "nightly": {"task": "workload.add", "schedule": crontab(hour=3, minute=0), "args": (0, 1)},
+}
+# The section 6 drill: a worker that holds what it prefetched until each task is done.
+if os.environ.get("CE_TEST_ACKS_LATE") == "1":
+    app.conf.task_acks_late = True
 if os.environ.get("CE_TEST_BROKER_USE_SSL"):
     app.conf.broker_use_ssl = json.loads(os.environ["CE_TEST_BROKER_USE_SSL"])
 if os.environ.get("CE_TEST_BROKER_TRANSPORT_OPTIONS"):

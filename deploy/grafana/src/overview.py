@@ -215,6 +215,32 @@ def dashboard() -> Dashboard:
                 width=8,
             )
         )
+        .with_panel(
+            timeseries(
+                "Work per queue",
+                "Tasks waiting in the broker plus those the queue's workers hold (prefetched and"
+                " running): celery:queue_work:sum, the KEDA signal. Above the queue length: workers"
+                " hoard prefetched tasks." + RECORDED,
+                target(select("celery:queue_work:sum", QUEUE), "{{queue_name}}"),
+                target(
+                    select("celery:queue_work_per_process:ratio", QUEUE),
+                    "{{queue_name}} per process",
+                ),
+                min_value=0,
+                width=12,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Periodic tasks overdue",
+                "Seconds each beat_schedule entry (exporter --app) is past its expected run with no"
+                " run seen; 0 while on time. No data without --app.",
+                target(gauge("celery_beat_entry_overdue_seconds", TASK), "{{entry}} ({{name}})"),
+                unit="s",
+                min_value=0,
+                width=12,
+            )
+        )
         .with_row(row("Workers"))
         .with_panel(
             timeseries(

@@ -56,6 +56,7 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
 TASK_LABELS = ("name", "hostname", "queue_name")
 WORKER_LABELS = ("hostname", "worker")
 QUEUE_LABELS = ("queue_name",)
+BEAT_LABELS = ("entry", "name")  # the beat_schedule key, and the task name it sends
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,28 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Pool processes of the workers consuming the queue, from inspect stats.",
         QUEUE_LABELS,
         compat=True,
+    ),
+    # --- periodic tasks: the --app beat_schedule, and runs seen in the event stream ---
+    MetricSpec(
+        "beat_entry_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time of the last run seen of the entry's task (task-sent, else task-received); "
+        "absent until one is seen. Source: Celery event stream, --app.",
+        BEAT_LABELS,
+    ),
+    MetricSpec(
+        "beat_entry_next_run_timestamp_seconds",
+        "gauge",
+        "Unix time the entry's schedule expects the run after the last seen (or after the "
+        "exporter's start). Source: --app beat_schedule.",
+        BEAT_LABELS,
+    ),
+    MetricSpec(
+        "beat_entry_overdue_seconds",
+        "gauge",
+        "Seconds (exporter clock) since the entry's expected next run with no run seen; 0 "
+        "while it is not due. Source: --app beat_schedule and the Celery event stream.",
+        BEAT_LABELS,
     ),
     # --- the exporter's own health ---
     MetricSpec(

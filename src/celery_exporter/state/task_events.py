@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import Config
+from .beat_runs import BeatRuns
 from .broker_evidence import timestamp_or_none
 from .event_fields import (
     MAX_DURATION,
@@ -70,6 +71,7 @@ class TaskEvents:
         held_tasks: HeldTasks,
         missed: MissedEvents,
         queue_age: QueueAge,
+        beat_runs: BeatRuns | None = None,
     ) -> None:
         self.in_flight = InFlight(config, worker_queues, workers)
         self.tasks = self.in_flight.tasks
@@ -91,6 +93,11 @@ class TaskEvents:
         self._wait_bounds = config.queue_wait_buckets
         self.failed_runtime = HistogramTable(config.runtime_buckets)
         self.late_sends = LateSends(now)  # finished tasks whose task-sent may still come
+        # Runs of the beat_schedule's tasks (state/beat_runs.py): empty without --app, so an
+        # event pays one lookup in an empty dict.
+        self.beat_runs = BeatRuns(()) if beat_runs is None else beat_runs
+        self._beat_sent = self.beat_runs.sent
+        self._beat_received = self.beat_runs.received
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any], float], None]]:
         return {
@@ -139,7 +146,7 @@ class TaskEvents:
 
     # ---- the handlers (hot path) ---------------------------------------------------------
 
-    def task_sent(self, event: dict[str, Any], now: float) -> None:
+    def task_sent(self, event: dict[str, Any], now: float) -> None:  # noqa: PLR0915 (inlined)
         uuid = event.get("uuid")
         if type(uuid) is not str or not uuid or len(uuid) > 255:
             raise BadEvent("bad_uuid")
@@ -182,6 +189,8 @@ class TaskEvents:
         # A retry re-sends the same uuid: it waits again from this send.
         record.sent_at, record.eta, record.started_at = sent_at, eta, None
         name = record.name
+        if name in self._beat_sent:
+            self.beat_runs.saw_sent(name, sent_at)
         if queue is not None:
             if queue != record.queue:  # its kept row was of the old queue (state/in_flight.py)
                 record.queue, record.row = queue, None
@@ -208,6 +217,8 @@ class TaskEvents:
         """A task-sent seen after its task started: count it, and observe the wait it had
         under the labels its worker-side events used. It waits no more (no queue_age)."""
         self.in_flight.name(record, event)
+        if record.name in self._beat_sent:
+            self.beat_runs.saw_sent(record.name, sent_at)
         if queue is not None and record.name != UNKNOWN:
             self.in_flight.queue_by_name[record.name] = queue
         # The queue its worker-side events were counted under does not move.
@@ -226,6 +237,8 @@ class TaskEvents:
         received_at = event.get("timestamp")
         if type(received_at) is not float:  # the common case needs no further check
             received_at = worker_time(event, now)
+        if record.name in self._beat_received:  # checked in full: it decides an alert
+            self.beat_runs.saw_received(record.name, worker_time(event, now))
         self.held_tasks.received(uuid, nodename, received_at, eta)
         if record.started_at is None:  # prefetched: still waits
             entry = self._waiting.get(uuid)

@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..config import Config
+from .beat_runs import BeatRuns
 from .broker_evidence import BrokerEvidence
 from .deferred_events import ArrivalNotices, DeferredEvents
 from .event_fields import BadEvent, int_field, label_text, worker_time
@@ -65,6 +66,7 @@ class Tracker:
         worker_queues: Callable[[], Mapping[str, tuple[str, ...]]] = dict,
         arrivals: ArrivalNotices | None = None,
         broker_evidence: Callable[[], BrokerEvidence | None] = lambda: None,
+        beat_tasks: Iterable[str] = (),
     ) -> None:
         self._config = config
         self._clock = clock
@@ -78,6 +80,7 @@ class Tracker:
         )
         self.held_tasks = HeldTasks(config.max_tracked_tasks)
         self.missed = MissedEvents(config.max_workers)
+        self.beat_runs = BeatRuns(())
         self.tasks = TaskEvents(
             config,
             clock(),
@@ -86,7 +89,13 @@ class Tracker:
             self.held_tasks,
             self.missed,
             self.queue_age,
+            self.beat_runs,
         )
+        # The beat_schedule's task names (--app) take their places under --max-task-names
+        # first, so that their events are never folded into __overflow__ and always match;
+        # the table is keyed by the label value, the schedule's name cut as every label is.
+        self._beat_keys = {name: self.tasks.labels.name(name) for name in beat_tasks}
+        self.beat_runs.add(self._beat_keys.values())
         self._events: dict[str, int] = {}  # a plain dict: twice as fast per event as a Counter
         self._errors: Counter[str] = Counter()
         self._last_event: float | None = None
@@ -256,6 +265,13 @@ class Tracker:
                 self.held_tasks.forget_worker(record.worker)
                 self.missed.forget(record.worker)
             self.tasks.forget_hosts({r.hostname for r in gone} - self.workers.live_hostnames())
+
+    def beat_last_runs(self) -> dict[str, float]:
+        """Scheduled task name (as the beat_schedule spells it) -> Unix time of its last run
+        seen; names never seen are left out (state/beat_runs.py)."""
+        with self._lock:
+            runs = self.beat_runs.last_runs()
+        return {name: runs[key] for name, key in self._beat_keys.items() if key in runs}
 
     def snapshot(self) -> Snapshot:
         now = self._clock()
